@@ -29,7 +29,7 @@ fi
 # Native CRC-32C addon (native/crc32c, src/format/crc.ts).  Built with the
 # node-gyp that ships inside npm, against the headers of the running node
 # (--nodedir), so nothing is downloaded.  Optional: when it fails, crc.ts
-# falls back to @node-rs/crc32 or pure JS, about 5x and 100x slower.
+# falls back to @node-rs/crc32 or pure JS, about 5x and 35x slower.
 node_gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
 node_dir="$(node -p 'require("path").resolve(process.execPath, "../..")')"
 if [ -f "$node_gyp" ] && [ -f "$node_dir/include/node/node_api.h" ]; then

@@ -28,9 +28,12 @@
  *     result: shift_n(shift_n(a) ^ b) ^ c
  *
  * Lane sizes are tiered, largest first: 8192, 1024 and 256 bytes, so that
- * both block sizes combine rarely: a 64 KiB block's 65532 covered bytes are
- * 2 long chunks, 5 mid chunks, 1 short chunk and a 252-byte single-stream
- * tail; a 4 KiB block's 4092 bytes are 1 mid, 1 short and the same tail.
+ * both block sizes combine rarely.  A 64 KiB block's 65532 covered bytes
+ * start 4 bytes into the block: one 4-byte step to reach 8-byte alignment,
+ * then 2 long chunks, 5 mid chunks, 1 short chunk and a 248-byte
+ * single-stream tail; a 4 KiB block's 4092 bytes are the 4-byte step, 1 mid,
+ * 1 short and the same tail.  At one crc32 per cycle the floor is 8 bytes
+ * per cycle; 64 KiB measures about 2.8 us here, 2x a 64 KiB memcpy.
  * The tables (3 tiers x 4 KiB) are computed once when the library is loaded
  * (an ELF constructor, so worker threads that load the addon again share
  * one initialisation and never race on the tables).
@@ -49,6 +52,7 @@
  * Exports:
  *   hardware: boolean
  *   crc32c(buf: Uint8Array, reg?: number): number       raw register in/out
+ *   blockCrc(block: Uint8Array): number                  crc32c of bytes 4..end
  *   blockCrcBatch(buf: Uint8Array, blockSize: number, out: Uint32Array): void
  *       out[i] = crc32c(bytes 4..blockSize of block i); buf holds whole
  *       blocks back to back (one call verifies a multi-block read).
@@ -283,6 +287,27 @@ static napi_value js_crc32c(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* blockCrc(block): crc32c of bytes 4..end, without the cost of a subarray
+ * (about 60 ns, a fifth of a 4 KiB checksum). */
+static napi_value js_block_crc(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!need_hardware(env)) return NULL;
+  void *data;
+  size_t len = 0;
+  if (argc < 1 ||
+      !typed_bytes(env, argv[0], napi_uint8_array, "blockCrc: block must be a Uint8Array", &data, &len))
+    return NULL;
+  if (len < 4) {
+    napi_throw_range_error(env, NULL, "blockCrc: block is shorter than its crc field");
+    return NULL;
+  }
+  napi_value out;
+  NAPI_OK(env, napi_create_uint32(env, crc32c_sse42(0xffffffffu, (const uint8_t *)data + 4, len - 4), &out));
+  return out;
+}
+
 static napi_value js_block_crc_batch(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -322,6 +347,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   NAPI_OK(env, napi_set_named_property(env, exports, "hardware", v));
   NAPI_OK(env, napi_create_function(env, "crc32c", NAPI_AUTO_LENGTH, js_crc32c, NULL, &v));
   NAPI_OK(env, napi_set_named_property(env, exports, "crc32c", v));
+  NAPI_OK(env, napi_create_function(env, "blockCrc", NAPI_AUTO_LENGTH, js_block_crc, NULL, &v));
+  NAPI_OK(env, napi_set_named_property(env, exports, "blockCrc", v));
   NAPI_OK(env, napi_create_function(env, "blockCrcBatch", NAPI_AUTO_LENGTH, js_block_crc_batch,
                                     NULL, &v));
   NAPI_OK(env, napi_set_named_property(env, exports, "blockCrcBatch", v));

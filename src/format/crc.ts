@@ -16,7 +16,7 @@
  *      chain of crc32 instructions: about 5x slower than 'native' on 64 KiB).
  *      It computes the textbook value, so we invert the register on the way
  *      in and the result on the way out.
- *   3. 'js': a pure-JS slicing-by-8 table loop (about 100x slower than
+ *   3. 'js': a pure-JS slicing-by-8 table loop (about 35x slower than
  *      'native'), always available and the reference the others are tested
  *      against.
  * Each hardware backend must pass a self-test against the JS loop before it
@@ -29,8 +29,10 @@
  * its self-test throws at module load rather than quietly testing another.
  *
  * Block checksums cover bytes 4..end of the whole block (the crc field itself
- * excluded, all trailing zero fill included).  blockCrcBatch checksums a run
- * of whole blocks back to back (one multi-block read) in one native call.
+ * excluded, all trailing zero fill included).  The addon has its own
+ * blockCrc, which saves the subarray (about 60 ns, a fifth of the cost of a
+ * 4 KiB checksum), and blockCrcBatch checksums a run of whole blocks back to
+ * back (one multi-block read) in one native call.
  *
  * The native addon is addressed from the package root.  This file compiles to
  * dist/src/format/crc.js, three levels below the root, and the addon sits at
@@ -94,6 +96,7 @@ type RawFn = (buf: Uint8Array, reg: number) => number;
 interface NativeAddon {
   hardware: boolean;
   crc32c(buf: Uint8Array, reg?: number): number;
+  blockCrc(block: Uint8Array): number;
   blockCrcBatch(buf: Uint8Array, blockSize: number, out: Uint32Array): void;
 }
 
@@ -183,9 +186,12 @@ export function crc32cRaw(buf: Uint8Array, reg = 0xffffffff): number {
 }
 
 /** The checksum stored at offset 0 of every block: bytes 4..end. */
-export function blockCrc(block: Uint8Array): number {
-  return rawImpl(block.subarray(4), 0xffffffff);
-}
+export const blockCrc: (block: Uint8Array) => number = addon
+  ? addon.blockCrc // skips the 4 bytes itself: no subarray to allocate
+  : (block) => {
+      assert(block.length >= 4, 'a block holds at least its crc field');
+      return rawImpl(block.subarray(4), 0xffffffff);
+    };
 
 /**
  * blockCrc of each of the whole blocks laid back to back in `blocks`

@@ -177,6 +177,8 @@ test('blockCrc covers bytes 4..end and blockCrcBatch agrees with it', async () =
       assert.deepEqual([...big.subarray(0, count)], [...out]);
       assert.equal(big[count], 7, 'slots past the last block are untouched');
     }
+    assert.equal(m.blockCrc(new Uint8Array(4)), 0xffffffff, `${m.crcBackend} header only`);
+    assert.throws(() => m.blockCrc(new Uint8Array(3)), `${m.crcBackend} shorter than the crc field`);
     assert.throws(() => m.blockCrcBatch(new Uint8Array(4097), 4096));
     assert.throws(() => m.blockCrcBatch(new Uint8Array(8192), 4096, new Uint32Array(1)));
   }
@@ -219,6 +221,7 @@ test('the native addon rejects bad arguments', async (t) => {
   const addon = createRequire(import.meta.url)(ADDON_FILE) as {
     hardware: boolean;
     crc32c(buf: unknown, reg?: unknown): number;
+    blockCrc(buf: unknown): number;
     blockCrcBatch(buf: unknown, bs: unknown, out: unknown): void;
   };
   if (!addon.hardware) {
@@ -229,6 +232,8 @@ test('the native addon rejects bad arguments', async (t) => {
   assert.throws(() => addon.crc32c(new Uint16Array(4)), TypeError);
   assert.throws(() => addon.crc32c(new Uint8Array(4), 'x'), TypeError);
   assert.throws(() => addon.blockCrcBatch(new Uint8Array(8192), 4096, new Uint8Array(8)), TypeError);
+  assert.throws(() => addon.blockCrc(new Uint8Array(3)), RangeError);
+  assert.throws(() => addon.blockCrc([1, 2, 3, 4, 5]), TypeError);
   assert.throws(() => addon.blockCrcBatch(new Uint8Array(8192), 4, new Uint32Array(8)), RangeError);
   assert.equal(addon.crc32c(new Uint8ClampedArray(enc('123456789'))), 0x1cf96d7c);
 });
