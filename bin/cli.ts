@@ -1,0 +1,43 @@
+/*
+ * Shared CLI plumbing: output sinks, the two error kinds a subcommand
+ * raises (UsageError for bad arguments, CommandError for a failure), and
+ * argument parsing on node:util parseArgs with errors turned into
+ * UsageError so every subcommand reports bad input the same way.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+export interface CliIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+export function realIo(): CliIo {
+  return {
+    out: (s) => { process.stdout.write(s); },
+    err: (s) => { process.stderr.write(s); },
+  };
+}
+
+export class UsageError extends Error {
+  constructor(message: string, readonly usage: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export class CommandError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(
+  args: string[], options: T, usage: string,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message, usage);
+  }
+}

@@ -1,0 +1,48 @@
+/*
+ * The `scoutfs` command: dispatches to one module per subcommand in bin/.
+ * Each subcommand exports `run(args: string[], io: CliIo): Promise<number>`
+ * and returns the exit status; output goes through `io` so tests can capture
+ * it.  A usage error exits 2 with a message and the subcommand's usage; a
+ * failure prints `scoutfs: <cmd> failed: <reason>` and exits 1.
+ */
+import { realIo, type CliIo, UsageError, CommandError } from './cli.js';
+
+type Runner = (args: string[], io: CliIo) => Promise<number>;
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }> = {
+  mkfs: { summary: 'make a new scoutfs filesystem on a meta and a data device', load: async () => (await import('./mkfs.js')).run },
+  fsck: { summary: 'check a volume read-only: every block verified and accounted for', load: async () => (await import('./fsck.js')).run },
+  print: { summary: 'print every metadata block reachable from the super block', load: async () => (await import('./print.js')).run },
+};
+
+function usage(): string {
+  const lines = ['usage: scoutfs <command> [options] [args]', '', 'commands:'];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(14)}${c.summary}`);
+  return lines.join('\n') + '\n';
+}
+
+export async function main(argv: string[], io: CliIo = realIo()): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    io.out(usage());
+    return cmd === undefined ? 2 : 0;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    io.err(`scoutfs: unknown command '${cmd}'\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await c.load())(rest, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`scoutfs ${cmd}: ${e.message}\n${e.usage}`);
+      return 2;
+    }
+    if (e instanceof CommandError) {
+      io.err(`scoutfs: ${cmd} failed: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
