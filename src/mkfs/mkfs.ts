@@ -36,6 +36,7 @@ import {
 } from '../format/constants.js';
 import { EMPTY_BTREE_ROOT, type InetAddr, type Timespec } from '../format/common.js';
 import { formatSize } from './size.js';
+import { writeSuperDurably } from '../block/super.js';
 
 export class MkfsError extends Error {
   constructor(message: string) {
@@ -386,10 +387,9 @@ export async function runMkfs(opts: MkfsOptions, deps: MkfsDeps): Promise<MkfsRe
     const supers = plan.writes.filter((w) => w.what.endsWith('super'));
     for (const w of plan.writes) if (!supers.includes(w)) await devs[w.dev]!.write(w.off, w.bytes);
     await devs.meta.flush();
-    for (const w of supers) {
-      await devs[w.dev]!.write(w.off, w.bytes);
-      await devs[w.dev]!.flush();
-    }
+    await devs.data.flush();
+    // The data device's super first, then the metadata device's: the commit point.
+    for (const w of supers) await writeSuperDurably(devs[w.dev]!, w.bytes, true);
     return { plan };
   } finally {
     for (const d of [devs.meta, devs.data]) if (d) await d.close().catch(() => undefined);

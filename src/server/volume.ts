@@ -43,6 +43,7 @@ import type { BlockDevice } from '../runtime/device.js';
 import type { Random } from '../runtime/random.js';
 import { BlockCache } from '../block/cache.js';
 import { CacheImages } from '../block/images.js';
+import { writeSuperDurably } from '../block/super.js';
 import { ServerAlloc } from '../alloc/server.js';
 import type { BlockStore } from '../btree/store.js';
 
@@ -136,8 +137,7 @@ export class ServerVolume {
       const n = await this.images.writeDirty();
       await this.dev.flush();
       this.sb.hdr.seq += 1n;
-      await this.dev.write(SUPER_OFF, encodeSuper(this.sb));
-      await this.dev.flush();
+      await writeSuperDurably(this.dev, encodeSuper(this.sb), true);
       await this.alloc.afterCommit();
       this.counters.commits++;
       this.counters.blocksWritten += n;
