@@ -419,9 +419,12 @@ export interface AllocRootCheck {
  * btree structure, item shapes, both keyings equal, no overlap, no
  * adjacency, bounds, total_len.  For tests and fsck.
  */
-export async function checkAllocRoot(store: BlockStore, ar: AllocRoot, opts: ExtentOpts = {}): Promise<AllocRootCheck> {
+export async function checkAllocRoot(
+  store: BlockStore, ar: AllocRoot, opts: ExtentOpts & { avlHeights?: boolean } = {},
+): Promise<AllocRootCheck> {
   const problems: string[] = [];
-  const tree = await checkBtree(store, ar.root);
+  // avlHeights: false for trees written by mkfs (btree/check.ts).
+  const tree = await checkBtree(store, ar.root, { avlHeights: opts.avlHeights ?? true });
   problems.push(...tree.problems);
   const res: AllocRootCheck = { ok: false, problems, extents: [], blocks: 0n, treeBlknos: tree.blknos };
   if (!tree.ok) return res;

@@ -309,10 +309,12 @@ export async function fillList(
 
 /**
  * Empty a list into an extent allocator: each block is dirtied, sorted,
- * its runs of consecutive blknos freed as extents, and the then empty
- * block itself freed (to the store: it was allocated by this transaction's
- * copy, so it goes straight back to the allocator's avail list).  Returns
- * true when the list is empty, false when `stop` ended it early.
+ * its runs of consecutive blknos freed as extents (one run per step, so
+ * `stop` can end it between runs), and the then empty block itself freed
+ * (to the store: the copy was allocated by this transaction, so it goes
+ * straight back to the allocator's avail list).  A block that holds no
+ * entries is freed without being copied.  Returns true when the list is
+ * empty, false when `stop` ended it early.
  */
 export async function emptyList(
   store: BlockStore, head: AllocListHead, ar: AllocRoot, opts: ListStepOpts = {},
@@ -327,6 +329,13 @@ export async function emptyList(
     const orig = head.ref.blkno;
     if (seen.has(orig)) throw corrupt(opts, orig, 'list chain loops');
     seen.add(orig);
+    const first = await readFirstListBlock(store, head, opts);
+    assert(first !== null);
+    if (listBlockNr(first) === 0) {
+      // Nothing to free from it: no need to copy it first.
+      await dropEmptyFirst(store, head, first, opts);
+      continue;
+    }
     const b = await dirtyFirst(store, head, opts);
     listBlockSort(b);
     const e = listBlockEntries(b);
@@ -348,18 +357,23 @@ export async function emptyList(
       listCounters.emptiedEntries += j - i;
       i = j;
     }
-    assert.equal(listBlockNr(b), 0);
-    const next = listBlockNext(b);
-    const nextNr = next.blkno === 0n ? 0 : listBlockNr(await readListBlock(store, next, opts));
-    const old = head.ref;
-    head.ref = next;
-    head.first_nr = nextNr;
-    if (next.blkno === 0n && head.total_nr !== 0n) throw corrupt(opts, old.blkno, `list ended with total_nr ${head.total_nr} left`);
-    store.free(old);
-    listCounters.emptiedBlocks++;
+    await dropEmptyFirst(store, head, b, opts);
   }
   assert(head.first_nr === 0 && head.total_nr === 0n);
   return true;
+}
+
+/** Unlink and free the head's first block, which holds no entries (b is its image). */
+async function dropEmptyFirst(store: BlockStore, head: AllocListHead, b: Uint8Array, opts: ListOpts): Promise<void> {
+  assert.equal(listBlockNr(b), 0);
+  const next = listBlockNext(b);
+  const nextNr = next.blkno === 0n ? 0 : listBlockNr(await readListBlock(store, next, opts));
+  if (next.blkno === 0n && head.total_nr !== 0n) throw corrupt(opts, head.ref.blkno, `list ended with total_nr ${head.total_nr} left`);
+  const old = head.ref;
+  head.ref = next;
+  head.first_nr = nextNr;
+  store.free(old);
+  listCounters.emptiedBlocks++;
 }
 
 /**

@@ -99,6 +99,9 @@ export interface MetaAllocOpts {
   source?: string;
 }
 
+/** Re-check the heads against the dirty blocks after every alloc and free; tests turn this on (STYLE.md 5). */
+export const allocInvariants = { enabled: false };
+
 /** A freed first block with less free space than this gets a new block linked in front. */
 export const FREED_LINK_SPACE = Math.floor(LIST_MAX / 4);
 
@@ -183,6 +186,7 @@ export class MetaAllocator implements BlockStore {
     const blkno = this.takeAvail();
     this.mine.add(blkno);
     this.counters.allocs++;
+    if (allocInvariants.enabled) this.assertConsistent();
     return this.images.dirty(blkno, kind);
   }
 
@@ -201,6 +205,7 @@ export class MetaAllocator implements BlockStore {
       this.avail.first_nr++;
       this.avail.total_nr++;
       this.counters.freesDirty++;
+      if (allocInvariants.enabled) this.assertConsistent();
       return;
     }
     assert(!this.images.isDirty(n), `free of dirty block ${n} that this allocator did not allocate`);
@@ -209,6 +214,7 @@ export class MetaAllocator implements BlockStore {
     this.dirtyPair();
     this.pushFreed(n);
     this.counters.freesCommitted++;
+    if (allocInvariants.enabled) this.assertConsistent();
   }
 
   /* ---- accounting ------------------------------------------------------------ */

@@ -243,7 +243,7 @@ export class ServerAlloc {
     if (needFill && this.idleAvail.first_nr < this.fillTarget && this.metaAvail.total_len > 0n) this.counters.stoppedEarly++;
     let emptied = true;
     if (this.idleFreed.ref.blkno !== 0n) {
-      emptied = await emptyList(this.active, this.idleFreed, this.metaAvail, { bounds, stop: low, source: this.src(this.availIdx ^ 1) });
+      emptied = await emptyList(this.active, this.idleFreed, this.metaFreed, { bounds, stop: low, source: this.src(this.availIdx ^ 1) });
       if (emptied) this.counters.idleEmptied++;
       else this.counters.stoppedEarly++;
     }

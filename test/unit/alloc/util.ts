@@ -27,7 +27,12 @@ import { getU32, getU64 } from '../../../src/format/layout.js';
 import { key, ONES_KEY, ZERO_KEY, type Key } from '../../../src/format/key.js';
 import { checkAllocRoot, type BlknoBounds } from '../../../src/alloc/extent.js';
 import { listBlockAdd, listBlockInit, setListBlockNext, walkList } from '../../../src/alloc/list.js';
-import type { BlockImages } from '../../../src/alloc/meta.js';
+import { allocInvariants, type BlockImages } from '../../../src/alloc/meta.js';
+
+// Every allocator test runs with the allocator's invariant checks on.  (The
+// btree's own, which re-verify whole blocks on every write, are left to the
+// btree tests: here the trees are checked whole at every commit.)
+allocInvariants.enabled = true;
 
 export class Rng {
   private s: number;
