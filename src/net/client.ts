@@ -19,6 +19,11 @@
  * Then the reconnect delay resets to 0 and the resend queue is
  * retransmitted in its original order.
  *
+ * The same applies when the server is the same (same term) but kept no
+ * state for us: its greeting response then has a seq at or below the last
+ * one we received (see greeting()); we reset as for a new server, so its
+ * fresh seqs are not mistaken for duplicates.
+ *
  * Reconnect delay: each connect attempt sets it to 100 ms, so failures
  * retry every 100 ms; a validated greeting resets it to 0, so a later drop
  * reconnects at once.
@@ -142,8 +147,15 @@ export class NetClient implements Endpoint {
     if (g.rid !== this.rid || g.server_term === 0n) {
       throw new NetCorruptionError(conn.peer, 'bad-greeting', `greeting response rid ${g.rid.toString(16)} term ${g.server_term}`);
     }
-    if (g.server_term !== this.term) {
-      this.stats.newServer++;
+    // Same server but it kept no state for us: a take-over continues the
+    // old connection's seq counter, so its greeting response always has a
+    // seq above anything we received; a fresh connection starts again at 1.
+    // (The server destroys a connection after a FAREWELL response; if that
+    // response died with the socket, our farewell reconnect lands here.)
+    const lostState = g.server_term === this.term && f.seq <= conn.lastRecvSeq;
+    if (g.server_term !== this.term || lostState) {
+      if (lostState) this.stats.peerLostState++;
+      else this.stats.newServer++;
       conn.lastRecvSeq = 0n;
       conn.dropQueuedResponses();
       conn.epoch++;

@@ -112,8 +112,12 @@ export interface IncomingRequest {
 
 /**
  * A request handler.  Returns the response payload, or throws FsError for
- * an error response.  It MUST be idempotent: the same request may be
- * processed again after a reconnect, by this server or by the next one.
+ * an error response (CorruptionError answers EIO).  It MUST be idempotent:
+ * the same request may be processed again after a reconnect, by the next
+ * server, or by this one if it had discarded the client's connection.
+ * Throw LifecycleError only when this endpoint is going away: the socket is
+ * shut without an answer, and a resend to the same server would be dropped
+ * by seq dedup, so only the next server can answer it.
  */
 export type IdempotentHandler = (req: IncomingRequest) => Uint8Array | Promise<Uint8Array>;
 
@@ -146,8 +150,12 @@ export interface NetStats {
   greetingsSent: number;
   greetingsAccepted: number;
   greetingRejected: number;
+  /** Greetings from a stale socket, older than one already accepted. */
+  staleGreetings: number;
   refused: number;
   newServer: number;
+  /** Client: the same server answered a reconnect with fresh state. */
+  peerLostState: number;
   takeovers: number;
   reconnectWaits: number;
   reconnectTimeouts: number;
@@ -160,8 +168,8 @@ export function newNetStats(): NetStats {
   return {
     framesSent: 0, framesRecv: 0, corruption: 0, dupDropped: 0, unknownResponses: 0, staleResponses: 0,
     badRequestSize: 0, badResponseSize: 0, errorResponsesSent: 0, resent: 0, requestsHandled: 0,
-    maybeResentHandled: 0, greetingsSent: 0, greetingsAccepted: 0, greetingRejected: 0, refused: 0,
-    newServer: 0, takeovers: 0, reconnectWaits: 0, reconnectTimeouts: 0, connects: 0, connectFailures: 0,
+    maybeResentHandled: 0, greetingsSent: 0, greetingsAccepted: 0, greetingRejected: 0, staleGreetings: 0, refused: 0,
+    newServer: 0, peerLostState: 0, takeovers: 0, reconnectWaits: 0, reconnectTimeouts: 0, connects: 0, connectFailures: 0,
     socketsClosed: 0,
   };
 }

@@ -12,13 +12,21 @@
  *   2. hooks.greeting runs (mounted_clients insert for a brand-new mount,
  *      recovery bookkeeping); an FsError from it is answered through the
  *      wire table and the socket is shut down;
- *   3. an older connection of the same rid (smaller greeting id) is looked
+ *   3. a greeting older (smaller id) than one already accepted for the rid
+ *      comes from a stale socket and is dropped with its socket;
+ *      an older connection of the same rid (smaller greeting id) is looked
  *      up; a live one is shut down first; then the new connection takes
  *      over its seqs, ids, last received seq, farewell mark and resend
  *      queue (same-server reconnect).  With no old connection, a client
  *      that was reconnecting (nonzero term) to THIS server (same term)
  *      without FAREWELL is refused: its state here is gone;
- *   4. the greeting response goes out first, then the resend queue;
+ *   4. the greeting response goes out first, then the resend queue.  Its
+ *      seq comes from the taken-over counter (we take over before queuing
+ *      it; the reference queues it first), so it is above anything the
+ *      client received; a fresh connection's greeting response has seq 1.
+ *      That is how a client tells "same server, state kept" from "same
+ *      server, state gone" (a farewell reconnect after the connection was
+ *      destroyed) and resets its last received seq in the second case;
  *   5. on first contact (client term != ours) hooks.clientUp registers it.
  *
  * Deviation from the reference, on purpose: the old-connection lookup also
@@ -195,6 +203,17 @@ export class NetServer implements Endpoint {
     }
     if (this.stopped || conn.destroyed || conn.gen !== gen || conn.sock === null) return;
 
+    // Greeting ids grow on the client's one long-lived connection, so a
+    // greeting older than one already accepted for this rid comes from a
+    // stale socket (delayed in the network past the client's reconnect).
+    // Enabling it would give the rid a second, dead connection that server
+    // requests would be addressed to and that would later be fenced.
+    if (this.conns.some((c) => c !== conn && !c.destroyed && c.rid === g.rid && c.greetingId > f.id)) {
+      this.stats.staleGreetings++;
+      this.log(`net ${this.name}: stale greeting id ${f.id} from rid ${g.rid.toString(16)}; closing that socket`);
+      conn.closeSocket();
+      return;
+    }
     const reconnecting = g.server_term !== 0n;
     const firstContact = g.server_term !== this.term;
     let old = this.conns.find((c) => c !== conn && !c.destroyed && c.rid === g.rid && c.greetingId < f.id) ?? null;
@@ -209,6 +228,9 @@ export class NetServer implements Endpoint {
       conn.closeSocket();
       return;
     }
+    // Take over before queuing the greeting response: the response then
+    // carries a seq from the continued counter, which tells the client its
+    // state survived (client.ts greeting()).
     if (old !== null) {
       this.waits.get(old)?.cancel();
       this.waits.delete(old);

@@ -26,9 +26,9 @@
  *     onData handler runs after onClose.
  *   - Data arriving before an onData handler is registered is buffered and
  *     handed to the first handler.
- *   - connect() resolves with an open socket or rejects (refused, timed
- *     out); it never resolves with a closed socket... except that the
- *     stream may break at any moment after, like any socket.
+ *   - connect() resolves with a socket that was open when it resolved, or
+ *     rejects (refused, timed out).  Like any socket it may break at any
+ *     moment after that.
  *
  * Addresses are strings "host:port" (IPv4 for TCP; endpoint names in the
  * simulator and in-process).

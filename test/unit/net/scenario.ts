@@ -22,6 +22,8 @@
  *     handled twice (same-server resends are deduplicated by seq);
  *   - a client handles each server request at most once per server term,
  *     and each server request callback runs at most once;
+ *   - once quiet, no client request is pending and acknowledgements keep
+ *     the resend queues short;
  *   - no bug surfaced (the simulator rethrows them).
  */
 import assert from 'node:assert/strict';
@@ -47,6 +49,8 @@ export interface ScenarioOptions {
   /** Allow server crashes (then a request may be handled twice). */
   crashes?: boolean;
   trace?: boolean;
+  /** Multiplies the fault rates (1 = the sweep's default). */
+  intensity?: number;
 }
 
 export interface ScenarioResult {
@@ -62,16 +66,18 @@ export interface ScenarioResult {
   simMs: number;
   events: number;
   errors: string[];
+  /** Queue lengths at the end, after the quiet period. */
+  queues: { name: string; send: number; resend: number; live: number }[];
 }
 
-function drawFaults(sim: Simulator): LinkFaults {
+function drawFaults(sim: Simulator, k: number): LinkFaults {
   const r = sim.fork('faults');
   const lat = 1 + r.int(20);
   return {
     latencyMs: [1, lat],
-    dropRate: r.float() * 0.03,
-    dupRate: r.float() * 0.05,
-    delayRate: r.float() * 0.1,
+    dropRate: Math.min(0.5, r.float() * 0.03 * k),
+    dupRate: Math.min(0.5, r.float() * 0.05 * k),
+    delayRate: Math.min(0.5, r.float() * 0.1 * k),
     delayMs: [20, 20 + r.int(800)],
     breakDetectMs: [1, 1 + r.int(2000)],
   };
@@ -83,7 +89,8 @@ export async function runScenario(seed: bigint, opts: ScenarioOptions = {}): Pro
   const sim = new Simulator(seed);
   sim.traceEnabled = opts.trace ?? true;
   const rnd = sim.fork('scenario');
-  const faults = drawFaults(sim);
+  const k = opts.intensity ?? 1;
+  const faults = drawFaults(sim, k);
   sim.defaultLink = faults;
 
   const handled = new Map<bigint, Delivery[]>();
@@ -167,11 +174,11 @@ export async function runScenario(seed: bigint, opts: ScenarioOptions = {}): Pro
   });
 
   // Scripted faults inside the window.
-  for (let i = 0, n = rnd.int(4); i < n; i++) {
+  for (let i = 0, n = rnd.int(Math.ceil(4 * k)); i < n; i++) {
     const c = `c${1 + rnd.int(nClients)}`;
     sim.schedule(rnd.int(windowMs), `fault: break ${c}`, () => sim.breakLink(c, 'server'));
   }
-  for (let i = 0, n = rnd.int(3); i < n; i++) {
+  for (let i = 0, n = rnd.int(Math.ceil(3 * k)); i < n; i++) {
     const c = `c${1 + rnd.int(nClients)}`;
     const at = rnd.int(windowMs);
     const len = 100 + rnd.int(2500);
@@ -209,18 +216,30 @@ export async function runScenario(seed: bigint, opts: ScenarioOptions = {}): Pro
   }
   // Let stragglers (late duplicates, late responses) arrive, then stop.
   await sim.runFor(3000);
+  const queues = clients.map((c) => ({ name: c.name, ...c.queued() }));
+  for (const conn of (server as NetServer | null)?.connections() ?? []) {
+    if (conn.sock !== null) queues.push({ name: `server rid ${conn.rid}`, ...conn.queued() });
+  }
   for (const c of clients) c.shutdown();
   (server as NetServer | null)?.shutdown();
 
   return {
     seed, trace: sim.trace, faults, crashes, stats: { server: serverStats, clients: clientStats }, handled,
-    callbacks, tokens, simMs: sim.clock.nowMs(), events: sim.events, errors,
+    callbacks, tokens, simMs: sim.clock.nowMs(), events: sim.events, errors, queues,
   };
 }
 
 /** Throws (AssertionError) if anything check() promises was violated. */
 export function check(r: ScenarioResult): void {
   assert.deepEqual(r.errors, [], 'scenario errors');
+  // Quiet and connected: no client request is pending, and acknowledgement
+  // keeps the resend queues short (at most the latest unacknowledged
+  // responses to server requests).
+  for (const q of r.queues) {
+    if (!q.name.startsWith('server')) assert.equal(q.live, 0, `${q.name}: requests still pending`);
+    assert.equal(q.send, 0, `${q.name}: send queue not flushed`);
+    assert(q.resend - q.live <= 2, `${q.name}: ${q.resend - q.live} unacknowledged responses`);
+  }
   for (const t of r.tokens) {
     const cbs = r.callbacks.get(t) ?? [];
     assert.equal(cbs.length, 1, `token ${t}: ${cbs.length} callbacks`);
