@@ -148,6 +148,21 @@ export class ServerVolume {
     }
   }
 
+  /**
+   * Mark the volume failed without a commit attempt (added for
+   * src/server/commitq.ts): a handler hit an error after its first change,
+   * and its half-done in-memory state must never be committed.  Every later
+   * call throws EIO; the owner reopens the volume from disk.
+   */
+  fail(e: Error): void {
+    if (this.failed === null) this.failed = e;
+  }
+
+  /** The error that failed the volume (a commit's or fail()'s), or null. */
+  get failure(): Error | null {
+    return this.failed;
+  }
+
   private assertUsable(): void {
     assert(!this.closed, 'volume used after close');
     if (this.failed) throw new FsError('EIO', `volume ${this.dev.path} failed a commit and must be reopened: ${this.failed.message}`);
