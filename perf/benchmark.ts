@@ -3,19 +3,22 @@
  *
  *   node dist/perf/benchmark.js [--quick] [--micro-only | --e2e-only]
  *        [--json FILE] [--baseline FILE] [--rewrite-baseline] [--noise PCT]
- *        [--fail-on-regression] [--no-fio] [--targets ext4,fuse-passthrough]
+ *        [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]
+ *        [--targets ext4,fuse-passthrough]
  *        [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]
  *
  * It owns the order of a run and its outputs: micro benchmarks (micro.ts),
- * then end-to-end workloads on every target (e2e.ts); then the readable
+ * the btree benchmark (btree.ts through btree-suite.ts; part of the micro
+ * side, so --micro-only runs it and --e2e-only does not), then end-to-end
+ * workloads on every target (e2e.ts); then the readable
  * table on stdout, the JSON report (default perf/results/latest.json), and
  * the comparison with the stored baseline (default perf/baseline.json),
  * which --rewrite-baseline replaces with this run.  Progress goes to stderr.
  *
  * Sizes.  Full: 10k files per client, 1 GiB stream, fio 10 s per pattern
- * on a 256 MiB file, benchmark.js 3 s per micro benchmark; about 2.5 minutes
- * on the 2-core machine.  --quick: 2k files, 256 MiB, 3 s, 0.5 s; under a
- * minute.  Explicit flags override either.
+ * on a 256 MiB file, benchmark.js 3 s per micro benchmark, 1M-item btree;
+ * about 3 minutes on the 2-core machine.  --quick: 2k files, 256 MiB, 3 s,
+ * 0.5 s, 100k items; about a minute.  Explicit flags override either.
  *
  * Exit code: 0, or 1 when a target failed (errors section), or with
  * --fail-on-regression when the baseline comparison flagged a regression;
@@ -26,6 +29,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installProcessHooks } from '../harness/cleanup.js';
+import { runBtreeSuite } from './btree-suite.js';
 import { runE2E } from './e2e.js';
 import { runMicro } from './micro.js';
 import {
@@ -51,6 +55,8 @@ interface Args {
   noisePct: number;
   failOnRegression: boolean;
   noFio: boolean;
+  noBtree: boolean;
+  btreeItems: number | null;
   targets: string[] | null;
   base: string;
   files: number | null;
@@ -62,7 +68,8 @@ function usage(msg?: string): never {
   if (msg) process.stderr.write(`benchmark: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/perf/benchmark.js [--quick] [--micro-only|--e2e-only] [--json FILE] [--baseline FILE]\n' +
-      '       [--rewrite-baseline] [--noise PCT] [--fail-on-regression] [--no-fio] [--targets ext4,fuse-passthrough,scoutfs]\n' +
+      '       [--rewrite-baseline] [--noise PCT] [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]\n' +
+      '       [--targets ext4,fuse-passthrough,scoutfs]\n' +
       '       [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]\n',
   );
   process.exit(2);
@@ -73,7 +80,7 @@ function parse(argv: string[]): Args {
     quick: false, microOnly: false, e2eOnly: false,
     json: join(REPO, 'perf', 'results', 'latest.json'),
     baseline: join(REPO, 'perf', 'baseline.json'),
-    rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, targets: null,
+    rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, noBtree: false, btreeItems: null, targets: null,
     base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null,
   };
   const num = (flag: string, v: string | undefined): number => {
@@ -97,6 +104,8 @@ function parse(argv: string[]): Args {
       case '--noise': a.noisePct = num(f, argv[++i]); break;
       case '--fail-on-regression': a.failOnRegression = true; break;
       case '--no-fio': a.noFio = true; break;
+      case '--no-btree': a.noBtree = true; break;
+      case '--btree-items': a.btreeItems = num(f, argv[++i]); break;
       case '--targets': a.targets = v().split(',').filter(Boolean); break;
       case '--base': a.base = resolve(v()); break;
       case '--files': a.files = num(f, argv[++i]); break;
@@ -144,6 +153,12 @@ async function main(): Promise<number> {
     report.metrics.push(...m.metrics);
     report.skips.push(...m.skips);
     report.notes.push(...m.notes);
+    if (!args.noBtree) {
+      const b = await runBtreeSuite({ quick: args.quick, items: args.btreeItems, progress });
+      report.metrics.push(...b.metrics);
+      report.skips.push(...b.skips);
+      report.notes.push(...b.notes);
+    }
   }
   if (!args.microOnly) {
     progress(`end-to-end workloads (run folders under ${args.base})`);

@@ -4,7 +4,8 @@
  * comparison with a stored baseline (perf/baseline.json).
  *
  * A Metric is one number with a direction: ops/sec, MB/s and IOPS are
- * better higher.  Its id is stable across runs ("micro.crc.64k",
+ * better higher.  Groups: micro (benchmark.js), btree (perf/btree.ts, timed
+ * loops) and e2e (filesystem workloads).  Its id is stable across runs ("micro.crc.64k",
  * "e2e.meta.create.ext4") and is what the baseline is keyed by.  A metric
  * that could not be measured is a Skip with the reason, printed in the
  * tables and carried in the JSON, never a made-up number.
@@ -21,9 +22,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import os from 'node:os';
 
+export type MetricGroup = 'micro' | 'btree' | 'e2e';
+
 export interface Metric {
   id: string;
-  group: 'micro' | 'e2e';
+  group: MetricGroup;
   /** Row label, e.g. "crc32c 64 KiB" or "create". */
   name: string;
   /** e2e only: ext4, fuse-passthrough, scoutfs. */
@@ -40,7 +43,7 @@ export interface Metric {
 
 export interface Skip {
   id: string;
-  group: 'micro' | 'e2e';
+  group: MetricGroup;
   name: string;
   target?: string;
   skipped: string;
@@ -127,6 +130,16 @@ export function renderReport(r: RunReport): string {
         out.push(`crc32c ${label} costs ${x.toFixed(2)}x a Buffer.copy of the same bytes${target}`);
       }
     }
+    out.push('');
+  }
+
+  const btree = r.metrics.filter((m) => m.group === 'btree');
+  const btreeSkips = r.skips.filter((s) => s.group === 'btree');
+  if (btree.length || btreeSkips.length) {
+    out.push('Btree (perf/btree.ts: plain timed loops over an in-memory block store)');
+    const rows = btree.map((m) => [m.name, fmtNum(m.value), m.nsPerOp !== undefined ? m.nsPerOp.toFixed(0) : '', m.note ?? '']);
+    for (const s of btreeSkips) rows.push([s.name, '-', '-', `not available: ${s.skipped}`]);
+    out.push(table(['operation', 'ops/sec', 'ns/op', 'note'], rows));
     out.push('');
   }
 
