@@ -22,6 +22,7 @@
  */
 import assert from 'node:assert/strict';
 import type { BlockRef } from '../format/block.js';
+import { FsError } from '../format/errors.js';
 import type { BlockKind } from '../format/constants.js';
 import type { BlockDevice } from '../runtime/device.js';
 import type { Random } from '../runtime/random.js';
@@ -43,7 +44,11 @@ export class CacheImages {
   async read(ref: BlockRef, kind: BlockKind): Promise<Uint8Array> {
     const d = this.dirtyMap.get(ref.blkno);
     if (d !== undefined) {
-      assert(d.seq === ref.seq && d.kind === kind, `dirty block ${ref.blkno} read through a stale ref`);
+      // A committed tree's ref to a blkno this transaction freed and reused:
+      // the ref is stale, exactly as a reread from disk would find.
+      if (d.seq !== ref.seq || d.kind !== kind) {
+        throw new FsError('ESTALE', `${this.dev.path} blkno ${ref.blkno}: ref seq ${ref.seq} names a block reused by this transaction`);
+      }
       return d.data;
     }
     const h = await readBlock(this.cache, this.dev, ref, kind, this.fsid);

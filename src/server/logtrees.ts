@@ -360,18 +360,21 @@ export class LogTreesServer {
       throw new FsError('ENOENT', `COMMIT_LOG_TREES: no log_trees rid ${hex(rid)} nr ${lt.nr}`);
     }
     const existing = this.decodeItem(k, item.val);
+    // Already committed: a resend.  Acknowledge, change nothing.  This is
+    // checked before the open-transaction match (PROTOCOL.md 4.7 orders
+    // them the other way): a client whose GET for the next transaction was
+    // processed but whose response it never saw resends COMMIT(G) while the
+    // server already opened G' > G; G == commit_trans_seq still proves the
+    // resend is a duplicate, and answering EIO would loop it forever.
+    if (existing.commit_trans_seq === lt.get_trans_seq && lt.get_trans_seq !== 0n && !this.broken) {
+      this.counters.commitsDuplicate++;
+      return;
+    }
     if (existing.get_trans_seq !== lt.get_trans_seq) {
       this.counters.commitsMismatch++;
       throw new FsError('EIO', `COMMIT_LOG_TREES rid ${hex(rid)} nr ${lt.nr} for trans seq ${lt.get_trans_seq}, the server opened ${existing.get_trans_seq}`);
     }
-    if (existing.commit_trans_seq === lt.get_trans_seq) {
-      if (!this.broken) {
-        // Already committed: a resend.  Acknowledge, change nothing.
-        this.counters.commitsDuplicate++;
-        return;
-      }
-      this.counters.brokenResentCommitsProcessed++;
-    }
+    if (existing.commit_trans_seq === lt.get_trans_seq) this.counters.brokenResentCommitsProcessed++;
 
     const f = lt.srch_file;
     const rotate = f.ref.blkno !== 0n && f.blocks >= this.srchRotateBlocks;
