@@ -22,9 +22,8 @@
  * checkBlock(); the unit test pins that.
  */
 import assert from 'node:assert/strict';
-import { checkBlock, hex32, type BlockCheckFailure, type BlockExpect } from '../format/block.js';
-import { MAGIC, BLOCK_SIZE_OF, type BlockKind } from '../format/constants.js';
-import { getU32, getU64 } from '../format/layout.js';
+import { checkBlock, checkHeader, type BlockCheckFailure } from '../format/block.js';
+import { BLOCK_SIZE_OF, type BlockKind } from '../format/constants.js';
 import { SlotState, SlotTable, stateName } from './slots.js';
 
 export interface VerifyItem {
@@ -54,18 +53,5 @@ export function verifyBatch(p: VerifyPayload): VerifyResult[] {
   });
 }
 
-/** checkBlock() minus the crc; see the top comment. */
-export function checkHeader(b: Uint8Array, want: BlockExpect): BlockCheckFailure | null {
-  const size = BLOCK_SIZE_OF[want.kind];
-  if (b.length !== size) return { check: 'size', detail: `block is ${b.length} bytes, want ${size}` };
-  const magic = getU32(b, 4);
-  const wantMagic = MAGIC[want.kind];
-  if (magic !== wantMagic) return { check: 'magic', detail: `magic 0x${hex32(magic)} != ${want.kind} 0x${hex32(wantMagic)}` };
-  const fsid = getU64(b, 8);
-  if (fsid !== want.fsid) return { check: 'fsid', detail: `fsid ${fsid.toString(16)} != ${want.fsid.toString(16)}` };
-  const seq = getU64(b, 16);
-  if (want.seq !== null && seq !== want.seq) return { check: 'seq', detail: `seq ${seq} != ref seq ${want.seq}` };
-  const blkno = getU64(b, 24);
-  if (blkno !== want.blkno) return { check: 'blkno', detail: `header blkno ${blkno} != ref blkno ${want.blkno}` };
-  return null;
-}
+/** checkBlock() minus the crc lives in src/format/block.ts; re-exported for the block layer. */
+export { checkHeader };

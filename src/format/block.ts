@@ -102,6 +102,16 @@ export function checkBlock(b: Uint8Array, want: BlockExpect): BlockCheckFailure 
   const stored = getU32(b, 0);
   const calc = blockCrc(b);
   if (stored !== calc) return { check: 'crc', detail: `stored crc 0x${hex32(stored)} != computed 0x${hex32(calc)}` };
+  return checkHeader(b, want);
+}
+
+/**
+ * checkBlock() without the crc: for a cached copy whose crc was verified
+ * when it was loaded, the header still has to match each ref that names it.
+ */
+export function checkHeader(b: Uint8Array, want: BlockExpect): BlockCheckFailure | null {
+  const size = BLOCK_SIZE_OF[want.kind];
+  if (b.length !== size) return { check: 'size', detail: `block is ${b.length} bytes, want ${size}` };
   const magic = getU32(b, 4);
   const wantMagic = MAGIC[want.kind];
   if (magic !== wantMagic) return { check: 'magic', detail: `magic 0x${hex32(magic)} != ${want.kind} 0x${hex32(wantMagic)}` };

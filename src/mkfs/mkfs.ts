@@ -37,6 +37,7 @@ import {
 import { EMPTY_BTREE_ROOT, type InetAddr, type Timespec } from '../format/common.js';
 import { formatSize } from './size.js';
 import { writeSuperDurably } from '../block/super.js';
+import type { BlockDevice } from '../runtime/device.js';
 
 export class MkfsError extends Error {
   constructor(message: string) {
@@ -294,15 +295,8 @@ function formatSummary(opts: MkfsOptions, sb: Super, sm: bigint, sd: bigint): st
 
 /* ---- running mkfs against devices ----------------------------------------- */
 
-/** The device operations mkfs needs (src/runtime/device.ts provides them). */
-export interface MkfsDevice {
-  readonly path: string;
-  readonly sizeBytes: bigint;
-  read(off: bigint, len: number): Promise<Uint8Array>;
-  write(off: bigint, data: Uint8Array): Promise<void>;
-  flush(): Promise<void>;
-  close(): Promise<void>;
-}
+/** mkfs writes through the runtime's BlockDevice (files and block devices). */
+export type MkfsDevice = BlockDevice;
 
 export interface MkfsDeps {
   open(path: string, readOnly: boolean): Promise<MkfsDevice>;

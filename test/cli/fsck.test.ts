@@ -5,9 +5,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync, readSync, writeSync, closeSync, copyFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { scoutfs, TempDir, MIB } from './util.js';
+import { scoutfs, TempDir, MIB, rw } from './util.js';
 import { decodeSuper, encodeSuper } from '../../src/format/super.js';
 import { sealBlock } from '../../src/format/block.js';
 import { setU32, setU64 } from '../../src/format/layout.js';
@@ -17,18 +17,6 @@ import { buildMkfsLeaf } from '../../src/mkfs/leaf.js';
 let tmp: TempDir;
 let meta: string;
 let data: string;
-
-function rw(path: string, off: bigint, len: number, fn?: (b: Uint8Array) => void): Uint8Array {
-  const fd = openSync(path, 'r+');
-  try {
-    const b = new Uint8Array(len);
-    readSync(fd, b, 0, len, Number(off));
-    if (fn) { fn(b); writeSync(fd, b, 0, len, Number(off)); }
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 before(async () => {
   tmp = new TempDir();

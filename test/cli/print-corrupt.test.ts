@@ -6,9 +6,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync, readSync, writeSync, closeSync, copyFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { scoutfs, TempDir, MIB } from './util.js';
+import { scoutfs, TempDir, MIB, rw } from './util.js';
 import { decodeSuper, encodeSuper } from '../../src/format/super.js';
 import { writeHeader, sealBlock } from '../../src/format/block.js';
 import { setU32, setU64 } from '../../src/format/layout.js';
@@ -25,17 +25,6 @@ let pristine: string;
 let fsid: bigint;
 const LOGS_LEAF = 1500n, BLOOM = 1501n, SRCH_PARENT = 1502n, SRCH_LEAF = 1503n;
 
-function rw(path: string, off: bigint, len: number, fn?: (b: Uint8Array) => void): Uint8Array {
-  const fd = openSync(path, 'r+');
-  try {
-    const b = new Uint8Array(len);
-    readSync(fd, b, 0, len, Number(off));
-    if (fn) { fn(b); writeSync(fd, b, 0, len, Number(off)); }
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 const lg = (blkno: bigint) => blkno * 65536n;
 
 before(async () => {

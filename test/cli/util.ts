@@ -4,7 +4,7 @@
  * prove they were not touched, and loop devices (root only) that are always
  * detached.
  */
-import { mkdtempSync, rmSync, openSync, ftruncateSync, closeSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, ftruncateSync, closeSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -52,3 +52,16 @@ export function sha(path: string): string {
 
 export const isRoot = process.getuid?.() === 0;
 export const MIB = 1024 * 1024;
+
+/** Read len bytes at off of a file; with fn, let it change them and write them back. */
+export function rw(path: string, off: bigint, len: number, fn?: (b: Uint8Array) => void): Uint8Array {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = new Uint8Array(len);
+    readSync(fd, b, 0, len, Number(off));
+    if (fn) { fn(b); writeSync(fd, b, 0, len, Number(off)); }
+    return b;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -90,6 +90,19 @@ async function contents(vol: ServerVolume): Promise<Map<string, string>> {
   return m;
 }
 
+/** One random set or delete on fs_root, mirrored in the model. */
+async function randomOp(vol: ServerVolume, rnd: SeededRandom, model: Map<string, string>, keys: number, pDelete: number): Promise<void> {
+  const n = rnd.int(keys);
+  if (rnd.float() < pDelete && model.has(modelKey(n))) {
+    await btreeDelete(vol.store, vol.sb.fs_root, k(n));
+    model.delete(modelKey(n));
+  } else {
+    const v = val(n, rnd.int(1000));
+    await btreeForce(vol.store, vol.sb.fs_root, k(n), v);
+    model.set(modelKey(n), Buffer.from(v).toString('hex'));
+  }
+}
+
 const modelKey = (n: number) => JSON.stringify([String(1024n + BigInt(n >> 4)), String(BigInt(n & 15))]);
 
 test('a long random workload with many commits stays clean and reads back', async () => {
@@ -98,17 +111,7 @@ test('a long random workload with many commits stays clean and reads back', asyn
   let vol = await ServerVolume.open(meta, { ...OPTS, random: rnd.fork('vol') });
   const model = new Map<string, string>();
   for (let c = 0; c < 40; c++) {
-    for (let i = 0; i < 300; i++) {
-      const n = rnd.int(4000);
-      if (rnd.float() < 0.25 && model.has(modelKey(n))) {
-        await btreeDelete(vol.store, vol.sb.fs_root, k(n));
-        model.delete(modelKey(n));
-      } else {
-        const v = val(n, rnd.int(1000));
-        await btreeForce(vol.store, vol.sb.fs_root, k(n), v);
-        model.set(modelKey(n), Buffer.from(v).toString('hex'));
-      }
-    }
+    for (let i = 0; i < 300; i++) await randomOp(vol, rnd, model, 4000, 0.25);
     await vol.commit();
     if (c % 8 === 7) {
       await assertClean(meta, `commit ${c}`);
@@ -145,17 +148,7 @@ test('crash at a random write: the old or the new state, fsck clean', async () =
     let inFlight: Map<string, string> | null = null;
     try {
       for (let c = 0; c < 12; c++) {
-        for (let i = 0; i < 150; i++) {
-          const n = rnd.int(3000);
-          if (rnd.float() < 0.2 && model.has(modelKey(n))) {
-            await btreeDelete(vol.store, vol.sb.fs_root, k(n));
-            model.delete(modelKey(n));
-          } else {
-            const v = val(n, rnd.int(1000));
-            await btreeForce(vol.store, vol.sb.fs_root, k(n), v);
-            model.set(modelKey(n), Buffer.from(v).toString('hex'));
-          }
-        }
+        for (let i = 0; i < 150; i++) await randomOp(vol, rnd, model, 3000, 0.2);
         inFlight = new Map(model);
         await vol.commit();
         for (const [a, b] of [[committed, model]] as const) { a.clear(); for (const [x, y] of b) a.set(x, y); }
