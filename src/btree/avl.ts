@@ -41,6 +41,7 @@
  */
 import assert from 'node:assert/strict';
 import { BTREE_BLOCK, BTREE_ITEM, AVL_LINK_BASE } from '../format/btree.js';
+import { BLOCK_HEADER } from '../format/block.js';
 import { CorruptionError } from '../format/errors.js';
 import { compareKeyBytes } from '../format/key.js';
 import { getU64 } from '../format/layout.js';
@@ -53,6 +54,7 @@ const N_HEIGHT = BTREE_ITEM.o('node.height');
 const N_PAD = BTREE_ITEM.o('node.pad');
 const I_KEY = BTREE_ITEM.o('key');
 const BASE = AVL_LINK_BASE;
+const HDR_BLKNO = BLOCK_HEADER.o('blkno');
 
 /**
  * Deepest path a read-side loop will follow before calling the block
@@ -84,7 +86,7 @@ const setLeft = (b: Uint8Array, n: number, c: number): void => w16(b, n + N_LEFT
 const setRight = (b: Uint8Array, n: number, c: number): void => w16(b, n + N_RIGHT, offToLink(c));
 
 function corrupt(b: Uint8Array, detail: string): CorruptionError {
-  return new CorruptionError('btree', getU64(b, 24), 'structure', detail);
+  return new CorruptionError('btree', getU64(b, HDR_BLKNO), 'structure', detail);
 }
 
 /* ---- search ------------------------------------------------------------- */
@@ -405,6 +407,51 @@ function build(b: Uint8Array, offs: ArrayLike<number>, lo: number, hi: number, p
   b[n + N_PAD] = 0;
   return n;
 }
+
+/**
+ * Item offsets in link order from a block we did not write, validating as
+ * it goes: every link an item offset below nr_items, no item reached twice,
+ * children pointing back at their parent, depth bounded, every item
+ * reached, a parentless root.  Returns the offsets, or a string naming the
+ * first problem.  Same checks as walkItems() in src/format/btree.ts (which
+ * the checker and print use) on typed arrays instead of a Set: this runs on
+ * every copy on write.
+ */
+export function avlWalkChecked(b: Uint8Array, nr: number): number[] | string {
+  const end = 48 + 56 * nr;
+  const valid = (n: number): boolean => n >= 48 && n < end && (n - 48) % 56 === 0;
+  const root = avlRoot(b);
+  if (nr === 0) return root === 0 ? [] : 'item_root set with 0 items';
+  if (!valid(root)) return `item_root ${root} is not an item`;
+  if (avlParent(b, root) !== 0) return 'root item has a parent';
+  const seen = new Uint8Array(nr);
+  const stack = walkStack;
+  const out: number[] = [];
+  let sp = 0;
+  let n = root;
+  while (sp > 0 || n !== 0) {
+    while (n !== 0) {
+      if (!valid(n)) return `link to ${n} is not an item`;
+      const k = (n - 48) / 56;
+      if (seen[k] !== 0) return `avl cycle at ${n}`;
+      seen[k] = 1;
+      if (sp >= AVL_MAX_DEPTH) return 'avl tree deeper than 64';
+      stack[sp++] = n;
+      const l = avlLeft(b, n);
+      if (l !== 0 && avlParent(b, l) !== n) return `item at ${l} does not point back at its parent ${n}`;
+      n = l;
+    }
+    n = stack[--sp]!;
+    out.push(n);
+    const r = avlRight(b, n);
+    if (r !== 0 && avlParent(b, r) !== n) return `item at ${r} does not point back at its parent ${n}`;
+    n = r;
+  }
+  if (out.length !== nr) return `avl tree reaches ${out.length} of ${nr} items`;
+  return out;
+}
+
+const walkStack = new Int32Array(AVL_MAX_DEPTH);
 
 /** Item offsets in key order (read-side, bounded). */
 export function avlInOrder(b: Uint8Array, out: number[] = []): number[] {

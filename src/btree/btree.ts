@@ -38,6 +38,12 @@
  * consistent and the operation not applied.  The caller still aborts its
  * transaction; this just keeps the in-memory state sane until it does.
  *
+ * Cost: a store that implements readCached() (a cache hit answered without
+ * a promise) lets read walks and walks over already-dirty blocks run with
+ * no await per level; cheap room/low-water checks run before the async
+ * split/join paths for the same reason.  Random lookups in a large cached
+ * tree are then bound by memory latency (an AVL descent per parent level).
+ *
  * Readers (lookup, next, prev, iteration) never modify anything.  A reader
  * following refs from a root that has since been committed over may read a
  * block that was freed and reused: the store reports ESTALE (seq mismatch),
@@ -60,9 +66,10 @@ import { CorruptionError, FsError } from '../format/errors.js';
 import { encodeKey, readKey, keyInc, ONES_KEY, compareKeyBytes, type Key } from '../format/key.js';
 import { avlLowerBound, avlFloor, avlPrev, avlNext, avlLast } from './avl.js';
 import {
-  adoptBlock, initBlock, hasRoom, fullPct, compactValues, insertItemRaw, seqBytes, ZERO_SEQ_BYTES, deleteItem, setItemValue, setItemSeqFlags,
-  setParentItemKey, moveItems, itemValue, itemValOff, itemSeq, itemFlags, itemOffAt, nrItems, totalItemBytes,
-  midFreeLen, blockLevel, blockBlkno, assertBlockOk, I_KEY, B_PAYLOAD, PARENT_VAL_LEN, MAX_ITEM_BYTES,
+  adoptBlock, initBlock, hasRoom, fullPct, compactValues, insertItemRaw, seqBytes, ZERO_SEQ_BYTES, deleteItem,
+  setItemValue, setItemSeqFlags, setParentItemKey, moveItems, itemValue, itemValOff, itemSeq, itemFlags,
+  itemOffAt, nrItems, totalItemBytes, areaOf, blockLevel, blockBlkno, assertBlockOk, I_KEY, B_PAYLOAD,
+  PARENT_VAL_LEN, MAX_ITEM_BYTES,
 } from './inblock.js';
 import { leafHashLookup } from './leafhash.js';
 import { sameRoot, type BlockStore, type BtreeRoot } from './store.js';
@@ -151,25 +158,51 @@ interface Bounds {
   hi: Uint8Array | null;
 }
 
-async function readToLeaf(store: BlockStore, root: BtreeRoot, kb: Uint8Array, bounds: Bounds | null): Promise<Uint8Array | null> {
+/**
+ * One step of a read walk in block b at `level`: check the level, choose
+ * the child covering kb, note its bounds, and return its ref (null at a leaf).
+ */
+function stepDown(b: Uint8Array, level: number, kb: Uint8Array, bounds: Bounds | null): BlockRef | null {
+  if (blockLevel(b) !== level) throw corrupt(b, 'level', `block level ${blockLevel(b)}, expected ${level}`);
+  if (level === 0) return null;
+  const c = avlLowerBound(b, kb, 0);
+  if (c === 0) throw corrupt(b, 'structure', 'key beyond the last parent item');
+  if (bounds !== null) {
+    bounds.hi = b.slice(c + I_KEY, c + I_KEY + 32);
+    const p = avlPrev(b, c);
+    if (p !== 0) bounds.lo = b.slice(p + I_KEY, p + I_KEY + 32);
+  }
+  return parentItemRef(b, c);
+}
+
+/**
+ * The leaf covering kb without a single promise when every block on the
+ * way is cached (store.readCached); undefined as soon as one is not.
+ */
+function readToLeafCached(store: BlockStore, root: BtreeRoot, kb: Uint8Array, bounds: Bounds | null): Uint8Array | null | undefined {
+  if (store.readCached === undefined) return undefined;
   checkRoot(root);
   if (root.height === 0) return null;
-  let level = root.height - 1;
-  let ref = root.ref;
-  for (;;) {
-    // Cached blocks come back synchronously: no promise per level.
-    const b = store.readCached?.(ref, 'btree') ?? (await store.read(ref, 'btree'));
-    if (blockLevel(b) !== level) throw corrupt(b, 'level', `block level ${blockLevel(b)}, expected ${level}`);
-    if (level === 0) return b;
-    const c = avlLowerBound(b, kb, 0);
-    if (c === 0) throw corrupt(b, 'structure', 'key beyond the last parent item');
-    if (bounds !== null) {
-      bounds.hi = b.slice(c + I_KEY, c + I_KEY + 32);
-      const p = avlPrev(b, c);
-      if (p !== 0) bounds.lo = b.slice(p + I_KEY, p + I_KEY + 32);
-    }
-    ref = parentItemRef(b, c);
-    level--;
+  let ref: BlockRef | null = root.ref;
+  for (let level = root.height - 1; ; level--) {
+    const b = store.readCached(ref, 'btree');
+    if (b === undefined) return undefined;
+    ref = stepDown(b, level, kb, bounds);
+    if (ref === null) return b;
+  }
+}
+
+async function readToLeaf(store: BlockStore, root: BtreeRoot, kb: Uint8Array, bounds: Bounds | null): Promise<Uint8Array | null> {
+  const cached = readToLeafCached(store, root, kb, bounds);
+  if (cached !== undefined) return cached;
+  if (bounds !== null) bounds.lo = bounds.hi = null;
+  checkRoot(root);
+  if (root.height === 0) return null;
+  let ref: BlockRef | null = root.ref;
+  for (let level = root.height - 1; ; level--) {
+    const b = await store.read(ref, 'btree');
+    ref = stepDown(b, level, kb, bounds);
+    if (ref === null) return b;
   }
 }
 
@@ -179,7 +212,8 @@ function decodeItem(b: Uint8Array, off: number): BtreeItem {
 
 export async function btreeLookup(store: BlockStore, root: BtreeRoot, key: Key): Promise<BtreeValue | null> {
   const kb = encodeKey(key);
-  const leaf = await readToLeaf(store, root, kb, null);
+  let leaf = readToLeafCached(store, root, kb, null);
+  if (leaf === undefined) leaf = await readToLeaf(store, root, kb, null);
   if (leaf === null) return null;
   const off = leafHashLookup(leaf, kb, 0);
   if (off === 0) return null;
@@ -319,6 +353,15 @@ export async function cow(store: BlockStore, ref: BlockRef, level: number): Prom
   return { b, ref: nref, copied: true };
 }
 
+/** cow() without a promise for a block that is cached and already dirty; else undefined. */
+function dirtyCached(store: BlockStore, ref: BlockRef, level: number): Cowed | undefined {
+  if (store.readCached === undefined || !store.isDirty(ref.blkno)) return undefined;
+  const b = store.readCached(ref, 'btree');
+  if (b === undefined) return undefined;
+  if (blockLevel(b) !== level) throw corrupt(b, 'level', `block level ${blockLevel(b)}, expected ${level}`);
+  return { b, ref, copied: false };
+}
+
 /**
  * Make room in b for an item with a valLen value (parents: for a child
  * ref).  Returns true when the tree changed shape (restart the walk).
@@ -385,12 +428,9 @@ async function tryJoin(store: BlockStore, parent: Uint8Array, pOff: number, b: U
   const sibTotal = totalItemBytes(sib.b);
   const whole = sibTotal <= 2 * LOW_WATER;
   const toMove = whole ? sibTotal : LOW_WATER;
+  // moveItems rebuilds b compactly, so only the live bytes must fit.
   const need = whole ? toMove : toMove + MAX_ITEM_BYTES;
-  if (midFreeLen(b) < need) {
-    compactValues(b);
-    btreeCounters.compactions++;
-  }
-  assert(midFreeLen(b) >= need, 'btree: no room to join');
+  assert(totalItemBytes(b) + need <= areaOf(level), 'btree: no room to join');
   moveItems(b, sib.b, sibIsLeft, toMove);
   if (nrItems(sib.b) === 0) {
     if (sibIsLeft) {
@@ -468,9 +508,9 @@ export async function dirtyWalk(
       root.ref = ref;
       root.height = 1;
     }
-    if (join && (await collapseRoot(store, root))) continue restart;
+    if (join && root.height > 1 && (await collapseRoot(store, root))) continue restart;
     let level = root.height - 1;
-    const top = await cow(store, root.ref, level);
+    const top = dirtyCached(store, root.ref, level) ?? (await cow(store, root.ref, level));
     root.ref = top.ref;
     let b = top.b;
     let ref = top.ref;
@@ -478,15 +518,20 @@ export async function dirtyWalk(
     let pOff = 0;
     let hi: Uint8Array | null = null;
     for (;;) {
-      if (splitValLen >= 0 && (await trySplit(store, root, parent, b, ref, splitValLen))) continue restart;
-      if (join && parent !== null && (await tryJoin(store, parent, pOff, b, ref))) continue restart;
+      // Cheap checks first: the common case takes no promise.
+      if (splitValLen >= 0 && !hasRoom(b, level > 0 ? PARENT_VAL_LEN : splitValLen)) {
+        if (await trySplit(store, root, parent, b, ref, splitValLen)) continue restart;
+      }
+      if (join && parent !== null && totalItemBytes(b) < LOW_WATER) {
+        if (await tryJoin(store, parent, pOff, b, ref)) continue restart;
+      }
       if (level === 0) return { leaf: b, leafRef: ref, hi, parent, parentOff: pOff };
       const c = avlLowerBound(b, kb, 0);
       if (c === 0) throw corrupt(b, 'structure', 'key beyond the last parent item');
       hi = b.slice(c + I_KEY, c + I_KEY + 32);
       const childRef = parentItemRef(b, c);
       level--;
-      const child = await cow(store, childRef, level);
+      const child = dirtyCached(store, childRef, level) ?? (await cow(store, childRef, level));
       if (child.copied) writeRef(b, itemValOff(b, c), child.ref);
       parent = b;
       pOff = c;

@@ -24,9 +24,13 @@
  *    after compaction) are zeroed, so images are deterministic.
  *
  * Callers guarantee room before inserting (hasRoom(), else compact or
- * split): these functions assert, they never fail softly.  Keys are passed
- * as (bytes, offset) pairs so a key can be taken straight from another
- * block or a scratch buffer without decoding.
+ * split): these functions assert, they never fail softly.  moveItems (split
+ * and join) rebuilds both blocks from their sorted runs rather than moving
+ * item by item.  Item seqs move between blocks as raw bytes (the *Raw
+ * variants) because decoding a u64 to a bigint and back costs more than
+ * the rest of an insert.  Keys are passed as (bytes, offset) pairs so a
+ * key can be taken straight from another block or a scratch buffer without
+ * decoding.
  *
  * Adopting a block we did not write (adoptBlock, used on copy on write)
  * verifies its structure, turning bad bytes into CorruptionError, and
@@ -39,11 +43,12 @@ import {
   PARENT_EMPTY_FREE, BTREE_SPLIT_AREA, walkItems, BTREE_ITEM_FLAG_DELETION,
 } from '../format/btree.js';
 import { BTREE_MAX_VAL_LEN, LG_BLOCK_SIZE, BTREE_VALUE_ALIGN } from '../format/constants.js';
+import { BLOCK_HEADER } from '../format/block.js';
 import { CorruptionError } from '../format/errors.js';
 import { compareKeyBytes } from '../format/key.js';
-import { getU64, setU64 } from '../format/layout.js';
+import { getU64, setU64, setU64n } from '../format/layout.js';
 import {
-  avlSearch, avlSearchCmp, avlInsert, avlDelete, avlRelocate, avlBuild, avlFind, avlFirst, avlLast,
+  avlSearch, avlSearchCmp, avlInsert, avlDelete, avlRelocate, avlBuild, avlFind, avlInOrder, avlWalkChecked,
   avlPrev, avlNext, avlCheckHeights, avlRoot,
 } from './avl.js';
 import {
@@ -89,7 +94,7 @@ export const nrItems = (b: Uint8Array): number => r16(b, B_NR_ITEMS);
 export const totalItemBytes = (b: Uint8Array): number => r16(b, B_TOTAL);
 export const midFreeLen = (b: Uint8Array): number => r16(b, B_MID_FREE);
 export const blockLevel = (b: Uint8Array): number => b[B_LEVEL]!;
-export const blockBlkno = (b: Uint8Array): bigint => getU64(b, 24);
+export const blockBlkno = (b: Uint8Array): bigint => getU64(b, BLOCK_HEADER.o('blkno'));
 
 export const itemOffAt = (k: number): number => BTREE_ITEMS_OFF + BTREE_ITEM_SIZE * k;
 export const itemValOff = (b: Uint8Array, off: number): number => r16(b, off + I_VAL_OFF);
@@ -118,11 +123,17 @@ export function copyBytes(dst: Uint8Array, doff: number, src: Uint8Array, soff: 
 /** An all-zero item seq (parents, and most server trees). */
 export const ZERO_SEQ_BYTES: Uint8Array = new Uint8Array(8);
 
+/** Write an item seq as 8 little-endian bytes; seqs below 2^53 avoid bigint arithmetic. */
+export function writeSeq(out: Uint8Array, off: number, seq: bigint): void {
+  if (seq <= 0x1fffffffffffffn) setU64n(out, off, Number(seq));
+  else setU64(out, off, seq);
+}
+
 /** The 8 little-endian bytes of an item seq, for the raw insert paths. */
 export function seqBytes(seq: bigint): Uint8Array {
   if (seq === 0n) return ZERO_SEQ_BYTES;
   const out = new Uint8Array(8);
-  setU64(out, 0, seq);
+  writeSeq(out, 0, seq);
   return out;
 }
 
@@ -349,22 +360,60 @@ export function itemValue(b: Uint8Array, off: number): Uint8Array {
 
 /**
  * Move items from src to dst, taking src's lowest keys (fromHigh false) or
- * its highest (fromHigh true) one at a time, until at least toMove item
- * bytes have moved or src is empty.  Used by split (fresh left
- * sibling takes src's low half) and join.  dst must have room for toMove
- * plus one maximal item; returns the bytes moved.
+ * its highest (fromHigh true), until at least toMove item bytes have moved
+ * or src is empty.  Used by split (a fresh left sibling takes src's low
+ * half) and join.  The moved keys must all sort on one side of dst's keys:
+ * after them when taken from src's low end (src is dst's right sibling, or
+ * dst is empty), before them when taken from the high end (src is dst's
+ * left sibling).  Returns the bytes moved.
+ *
+ * Both blocks are rebuilt from their in-order item runs through a scratch
+ * image (appendSorted + finishSorted), which also compacts their values:
+ * O(items) copies instead of an AVL insert, an AVL delete and two hash
+ * updates per moved item.  The caller guarantees dst can hold the result.
  */
 export function moveItems(dst: Uint8Array, src: Uint8Array, fromHigh: boolean, toMove: number): number {
-  assert.equal(blockLevel(dst), blockLevel(src), 'moveItems between levels');
+  const level = blockLevel(src);
+  assert.equal(blockLevel(dst), level, 'moveItems between levels');
+  const so = avlInOrder(src);
+  const dof = avlInOrder(dst);
   let moved = 0;
-  while (moved < toMove && nrItems(src) > 0) {
-    const off = fromHigh ? avlLast(src) : avlFirst(src);
-    const vlen = itemValLen(src, off);
-    insertItemRaw(dst, src, off + I_KEY, src, off + I_SEQ, itemFlags(src, off), src, itemValOff(src, off), vlen);
-    moved += itemBytes(vlen);
-    deleteItem(src, off);
+  let lo = 0; // moved run is so[lo, hi)
+  let hi = 0;
+  if (fromHigh) {
+    lo = so.length;
+    hi = so.length;
+    while (moved < toMove && lo > 0) moved += itemBytes(itemValLen(src, so[--lo]!));
+  } else {
+    while (moved < toMove && hi < so.length) moved += itemBytes(itemValLen(src, so[hi++]!));
   }
+  const scratch = moveScratch;
+  initBlock(scratch, level);
+  if (fromHigh) {
+    appendRun(scratch, src, so, lo, hi);
+    appendRun(scratch, dst, dof, 0, dof.length);
+  } else {
+    appendRun(scratch, dst, dof, 0, dof.length);
+    appendRun(scratch, src, so, lo, hi);
+  }
+  finishSorted(scratch);
+  dst.set(scratch.subarray(B_PAYLOAD), B_PAYLOAD);
+  initBlock(scratch, level);
+  if (fromHigh) appendRun(scratch, src, so, 0, lo);
+  else appendRun(scratch, src, so, hi, so.length);
+  finishSorted(scratch);
+  src.set(scratch.subarray(B_PAYLOAD), B_PAYLOAD);
   return moved;
+}
+
+/** Scratch image for moveItems; never held across a call. */
+const moveScratch = new Uint8Array(LG_BLOCK_SIZE);
+
+function appendRun(b: Uint8Array, src: Uint8Array, offs: readonly number[], from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const off = offs[i]!;
+    appendSortedRaw(b, src, off + I_KEY, src, off + I_SEQ, itemFlags(src, off), src, itemValOff(src, off), itemValLen(src, off));
+  }
 }
 
 /**
@@ -421,11 +470,11 @@ export function adoptBlock(b: Uint8Array, level: number): void {
   if (blockLevel(b) !== level) {
     throw new CorruptionError('btree', blockBlkno(b), 'level', `block level ${blockLevel(b)}, expected ${level}`);
   }
-  const w = walkItems(b);
-  if (!w.ok) throw corrupt(b, w.problem);
-  const offs = w.offs;
   const nr = nrItems(b);
   const end = itemOffAt(nr);
+  if (end > valEndOf(level)) throw corrupt(b, `nr_items ${nr} overflows the block`);
+  const offs = avlWalkChecked(b, nr);
+  if (typeof offs === 'string') throw corrupt(b, offs);
   const valEnd = valEndOf(level);
   let total = 0;
   let lowestVal = valEnd;

@@ -25,6 +25,7 @@
  */
 import assert from 'node:assert/strict';
 import { LEAF_HASH_OFF, BTREE_ITEMS_OFF, BTREE_ITEM_SIZE, BTREE_ITEM, BTREE_BLOCK } from '../format/btree.js';
+import { BLOCK_HEADER } from '../format/block.js';
 import { LEAF_ITEM_HASH_NR } from '../format/constants.js';
 import { CorruptionError } from '../format/errors.js';
 import { compareKeyBytes } from '../format/key.js';
@@ -33,6 +34,7 @@ import { getU64 } from '../format/layout.js';
 const I_KEY = BTREE_ITEM.o('key');
 const NR_ITEMS = BTREE_BLOCK.o('nr_items');
 const NR = LEAF_ITEM_HASH_NR;
+const HDR_BLKNO = BLOCK_HEADER.o('blkno');
 
 const bucketAt = (b: Uint8Array, i: number): number => b[LEAF_HASH_OFF + 2 * i]! | (b[LEAF_HASH_OFF + 2 * i + 1]! << 8);
 const setBucket = (b: Uint8Array, i: number, v: number): void => {
@@ -64,12 +66,12 @@ export function leafHashLookup(b: Uint8Array, kb: Uint8Array, ko: number): numbe
     const v = bucketAt(b, i);
     if (v === 0) return 0;
     if (!validItemOff(b, v)) {
-      throw new CorruptionError('btree', getU64(b, 24), 'structure', `leaf hash bucket ${i} holds ${v}, not an item offset`);
+      throw new CorruptionError('btree', getU64(b, HDR_BLKNO), 'structure', `leaf hash bucket ${i} holds ${v}, not an item offset`);
     }
     if (compareKeyBytes(kb, ko, b, v + I_KEY) === 0) return v;
     i = i + 1 === NR ? 0 : i + 1;
   }
-  throw new CorruptionError('btree', getU64(b, 24), 'structure', 'leaf hash table has no empty bucket');
+  throw new CorruptionError('btree', getU64(b, HDR_BLKNO), 'structure', 'leaf hash table has no empty bucket');
 }
 
 /** Add the item at `off` (its key is in place) to the table. */

@@ -27,12 +27,15 @@
  * FsError('ENOSPC') (and every alloc after it until cleared); capacity
  * bounds the number of blocks in use.  corruptByte() flips a committed byte.
  *
+ * Released images go to a pool that alloc reuses (zeroed), as a block
+ * cache reuses its slots: an image kept past its block's free may change.
+ *
  * Seqs come from a seeded xorshift generator, so a test run is reproducible
  * from its seed (STYLE.md 7; the runtime Random interface is not wired here
  * because this store is test-only).
  */
 import assert from 'node:assert/strict';
-import { writeHeader, sealBlock, checkBlock, type BlockRef } from '../format/block.js';
+import { BLOCK_HEADER, writeHeader, sealBlock, checkBlock, type BlockRef } from '../format/block.js';
 import { MAGIC, LG_BLOCK_SIZE, META_DEV_START_BLKNO, type BlockKind } from '../format/constants.js';
 import { CorruptionError, FsError } from '../format/errors.js';
 import { getU32, getU64 } from '../format/layout.js';
@@ -48,7 +51,14 @@ export interface MemBlockStoreOptions {
   /** Number of allocs that succeed before ENOSPC; null = no fault. */
   failAllocAfter?: number | null;
   verifyReads?: 'once' | 'always';
+  /** Answer readCached() (default true); false makes every read take the async path, like a cold cache. */
+  syncReads?: boolean;
 }
+
+const CHUNK_BLOCKS = 64;
+const HDR_MAGIC = BLOCK_HEADER.o('magic');
+const HDR_SEQ = BLOCK_HEADER.o('seq');
+const HDR_BLKNO = BLOCK_HEADER.o('blkno');
 
 interface Slot {
   b: Uint8Array;
@@ -75,6 +85,7 @@ export class MemBlockStore implements BlockStore {
   failAllocAfter: number | null;
   capacity: number;
   verifyReads: 'once' | 'always';
+  syncReads: boolean;
 
   /** Images with their header seq decoded once (reads compare refs against it). */
   private readonly committed = new Map<number, Slot>();
@@ -82,6 +93,10 @@ export class MemBlockStore implements BlockStore {
   private readonly dirty = new Map<number, Slot>();
   private readonly pendingFree = new Set<number>();
   private readonly freeList: number[] = [];
+  /** Images of released blocks, reused by alloc (a cache reuses its slots too). */
+  private readonly pool: Uint8Array[] = [];
+  private chunk = new Uint8Array(0);
+  private chunkUsed = CHUNK_BLOCKS;
   private next: number;
   private rs0: number;
   private rs1: number;
@@ -92,6 +107,7 @@ export class MemBlockStore implements BlockStore {
     this.capacity = opts.capacity ?? Number.MAX_SAFE_INTEGER;
     this.failAllocAfter = opts.failAllocAfter ?? null;
     this.verifyReads = opts.verifyReads ?? 'once';
+    this.syncReads = opts.syncReads ?? true;
     const seed = opts.seed ?? 1;
     this.rs0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
     this.rs1 = (Math.imul(seed, 0x85ebca6b) ^ 0xc2b2ae35) >>> 0 || 2;
@@ -119,9 +135,9 @@ export class MemBlockStore implements BlockStore {
     return this.readSync(ref, kind);
   }
 
-  /** Everything is in memory: the synchronous fast path always answers. */
-  readCached(ref: BlockRef, kind: BlockKind): Uint8Array {
-    return this.readSync(ref, kind);
+  /** Everything is in memory: the synchronous fast path answers unless syncReads is off. */
+  readCached(ref: BlockRef, kind: BlockKind): Uint8Array | undefined {
+    return this.syncReads ? this.readSync(ref, kind) : undefined;
   }
 
   /** Synchronous body of read() (tests and the checker may call it directly). */
@@ -130,7 +146,7 @@ export class MemBlockStore implements BlockStore {
     const n = Number(ref.blkno);
     const d = this.dirty.get(n);
     if (d !== undefined) {
-      if (getU32(d.b, 4) !== MAGIC[kind]) throw new CorruptionError('memstore', ref.blkno, 'magic', `dirty block is not ${kind}`);
+      if (getU32(d.b, HDR_MAGIC) !== MAGIC[kind]) throw new CorruptionError('memstore', ref.blkno, 'magic', `dirty block is not ${kind}`);
       if (d.seq !== ref.seq) return this.stale(ref, 'dirty block seq differs');
       return d.b;
     }
@@ -145,7 +161,7 @@ export class MemBlockStore implements BlockStore {
       }
       this.verified.add(n);
     } else {
-      if (getU32(c.b, 4) !== MAGIC[kind]) throw new CorruptionError('memstore', ref.blkno, 'magic', `block is not ${kind}`);
+      if (getU32(c.b, HDR_MAGIC) !== MAGIC[kind]) throw new CorruptionError('memstore', ref.blkno, 'magic', `block is not ${kind}`);
       if (c.seq !== ref.seq) return this.stale(ref, 'seq differs');
     }
     return c.b;
@@ -178,7 +194,8 @@ export class MemBlockStore implements BlockStore {
     }
     const n = this.freeList.length > 0 ? this.freeList.pop()! : this.next++;
     assert(!this.committed.has(n) && !this.dirty.has(n), `memstore: alloc of in-use blkno ${n}`);
-    const b = new Uint8Array(LG_BLOCK_SIZE);
+    const pooled = this.pool.pop();
+    const b = pooled === undefined ? this.newImage() : pooled.fill(0);
     const ref = { blkno: BigInt(n), seq: this.randomSeq() };
     writeHeader(b, { magic: MAGIC[kind], fsid: this.fsid, seq: ref.seq, blkno: ref.blkno });
     this.dirty.set(n, { b, seq: ref.seq });
@@ -193,6 +210,7 @@ export class MemBlockStore implements BlockStore {
       assert.equal(d.seq, ref.seq, `memstore: free of dirty ${n} with a stale seq`);
       this.dirty.delete(n);
       this.freeList.push(n);
+      this.release(d.b);
       this.counters.freesDirty++;
       return;
     }
@@ -209,13 +227,14 @@ export class MemBlockStore implements BlockStore {
     const written = this.dirty.size;
     for (const [n, d] of this.dirty) {
       sealBlock(d.b);
-      assert.equal(getU64(d.b, 16), d.seq, `memstore: header seq of dirty ${n} was changed`);
+      assert.equal(getU64(d.b, HDR_SEQ), d.seq, `memstore: header seq of dirty ${n} was changed`);
       this.committed.set(n, d);
       this.verified.add(n);
     }
     this.dirty.clear();
     const freed = this.pendingFree.size;
     for (const n of this.pendingFree) {
+      this.release(this.committed.get(n)!.b);
       this.committed.delete(n);
       this.verified.delete(n);
       this.freeList.push(n);
@@ -227,16 +246,38 @@ export class MemBlockStore implements BlockStore {
 
   /** Drop the transaction: dirty blocks are released and pending frees forgotten. */
   abort(): void {
-    for (const n of this.dirty.keys()) this.freeList.push(n);
+    for (const [n, d] of this.dirty) {
+      this.freeList.push(n);
+      this.release(d.b);
+    }
     this.dirty.clear();
     this.pendingFree.clear();
     this.counters.aborts++;
   }
 
+  /**
+   * Fresh images are carved from 4 MiB chunks: allocating 64 KiB typed
+   * arrays one at a time costs more than the copy on write that needs them.
+   */
+  private newImage(): Uint8Array {
+    if (this.chunkUsed === CHUNK_BLOCKS) {
+      this.chunk = new Uint8Array(CHUNK_BLOCKS * LG_BLOCK_SIZE);
+      this.chunkUsed = 0;
+    }
+    const i = this.chunkUsed++;
+    return this.chunk.subarray(i * LG_BLOCK_SIZE, (i + 1) * LG_BLOCK_SIZE);
+  }
+
+  private release(b: Uint8Array): void {
+    if (this.pool.length < 4096) this.pool.push(b);
+  }
+
   /** Install a sealed image as a committed block (an mkfs-written block, say). */
-  putCommitted(b: Uint8Array): BlockRef {
-    assert.equal(b.length, LG_BLOCK_SIZE);
-    const ref = { blkno: getU64(b, 24), seq: getU64(b, 16) };
+  putCommitted(img: Uint8Array): BlockRef {
+    assert.equal(img.length, LG_BLOCK_SIZE);
+    const b = this.newImage();
+    b.set(img);
+    const ref = { blkno: getU64(img, HDR_BLKNO), seq: getU64(img, HDR_SEQ) };
     const n = Number(ref.blkno);
     assert(!this.committed.has(n) && !this.dirty.has(n), `memstore: blkno ${n} in use`);
     const i = this.freeList.indexOf(n);

@@ -52,12 +52,12 @@ import type { BlockRef } from '../format/block.js';
 import { BTREE_JOIN_LOW_WATER } from '../format/btree.js';
 import { writeRef } from '../format/block.js';
 import { BTREE_MAX_VAL_LEN, LG_BLOCK_SIZE } from '../format/constants.js';
-import { compareKeyBytes, encodeKey, type Key } from '../format/key.js';
+import { compareKeyBytes, writeKey, type Key } from '../format/key.js';
 import { avlInOrder, avlFind, avlFirst } from './avl.js';
 import { dirtyWalk, deleteKeyBytes, btreeInvariants, btreeCounters, NO_SPLIT, type DirtyPath } from './btree.js';
 import {
   initBlock, appendSortedRaw, finishSorted, insertItemRaw, deleteItem, setItemValue, setItemSeqFlags, hasRoom,
-  hasValueRoom, fullPct, compactValues, itemBytes, itemValLen, itemValOff, itemFlags, itemOffAt, seqBytes,
+  hasValueRoom, fullPct, compactValues, itemBytes, itemValLen, itemValOff, itemFlags, itemOffAt, writeSeq, copyBytes,
   nrItems, totalItemBytes, assertBlockOk, I_KEY, I_SEQ, B_PAYLOAD, LEAF_AREA, PARENT_VAL_LEN, ITEM_FLAG_DELETION,
   ZERO_SEQ_BYTES,
 } from './inblock.js';
@@ -96,22 +96,33 @@ export const MERGE_EMIT_FILL = Math.floor((LEAF_AREA * 7) / 8);
 const MERGE_MIN_EMIT = LEAF_AREA >>> 2;
 const CHUNK = 4096;
 
+/**
+ * One buffered input item.  Keys and seqs live encoded in the input's chunk
+ * buffers (kb[ko..ko+32), sb[so..so+8)): no allocation per item.  Entries
+ * and buffers are reused on the next fill(), so an entry is only valid
+ * until the buffer is refilled (the merge never holds one across a fill).
+ */
 interface Entry {
   kb: Uint8Array;
+  ko: number;
+  sb: Uint8Array;
+  so: number;
   val: Uint8Array;
   seq: bigint;
-  /** seq as 8 little-endian bytes. */
-  sb: Uint8Array;
   flags: number;
   del: boolean;
 }
 
 /** Sorted input with a buffered look-ahead, over a sync or async iterable. */
 class MergeInput {
+  private readonly keys = new Uint8Array(CHUNK * 32);
+  private readonly seqs = new Uint8Array(CHUNK * 8);
+  private readonly pool: Entry[] = [];
   private buf: Entry[] = [];
   private pos = 0;
   private done = false;
-  private last: Uint8Array | null = null;
+  private readonly last = new Uint8Array(32);
+  private haveLast = false;
   private readonly syncIt: Iterator<MergeItem> | null;
   private readonly asyncIt: AsyncIterator<MergeItem> | null;
 
@@ -123,22 +134,30 @@ class MergeInput {
       this.syncIt = (src as Iterable<MergeItem>)[Symbol.iterator]();
       this.asyncIt = null;
     }
+    for (let i = 0; i < CHUNK; i++) {
+      this.pool.push({ kb: this.keys, ko: i * 32, sb: this.seqs, so: i * 8, val: this.seqs, seq: 0n, flags: 0, del: false });
+    }
   }
 
-  private entry(it: MergeItem): Entry {
+  private load(i: number, it: MergeItem): Entry {
     assert(it.val.length <= BTREE_MAX_VAL_LEN, `merge value of ${it.val.length} bytes`);
-    const kb = encodeKey(it.key);
-    if (this.last !== null) assert(compareKeyBytes(this.last, 0, kb, 0) < 0, 'merge input keys must be strictly increasing');
-    this.last = kb;
-    const flags = it.flags ?? 0;
-    const seq = it.seq ?? 0n;
-    return { kb, val: it.val, seq, sb: seqBytes(seq), flags, del: this.applyDeletions && (flags & ITEM_FLAG_DELETION) !== 0 };
+    const e = this.pool[i]!;
+    writeKey(this.keys, e.ko, it.key);
+    if (this.haveLast) assert(compareKeyBytes(this.last, 0, this.keys, e.ko) < 0, 'merge input keys must be strictly increasing');
+    copyBytes(this.last, 0, this.keys, e.ko, 32);
+    this.haveLast = true;
+    e.seq = it.seq ?? 0n;
+    writeSeq(this.seqs, e.so, e.seq);
+    e.val = it.val;
+    e.flags = it.flags ?? 0;
+    e.del = this.applyDeletions && (e.flags & ITEM_FLAG_DELETION) !== 0;
+    return e;
   }
 
   /** Refill the buffer if it is exhausted. */
   async fill(): Promise<void> {
     if (this.pos < this.buf.length || this.done) return;
-    this.buf = [];
+    this.buf.length = 0;
     this.pos = 0;
     while (this.buf.length < CHUNK) {
       const r = this.syncIt !== null ? this.syncIt.next() : await this.asyncIt!.next();
@@ -146,7 +165,7 @@ class MergeInput {
         this.done = true;
         break;
       }
-      this.buf.push(this.entry(r.value));
+      this.buf.push(this.load(this.buf.length, r.value));
     }
   }
 
@@ -160,23 +179,24 @@ class MergeInput {
     return this.buf[this.pos++]!;
   }
 
-  /** Put one entry back in front (its key precedes everything left). */
+  /** Put an entry taken from the current buffer back in front (its key precedes everything left). */
   unshift(e: Entry): void {
-    if (this.pos > 0) this.buf[--this.pos] = e;
-    else this.buf.unshift(e);
+    assert(this.pos > 0, 'merge: unshift without a taken entry');
+    this.buf[--this.pos] = e;
   }
 
   /** Buffered entries with key <= hi (null: unbounded), counting up to limit. */
   countUpTo(hi: Uint8Array | null, limit: number): number {
     let n = 0;
     for (let i = this.pos; i < this.buf.length && n < limit; i++, n++) {
-      if (hi !== null && compareKeyBytes(this.buf[i]!.kb, 0, hi, 0) > 0) break;
+      const e = this.buf[i]!;
+      if (hi !== null && compareKeyBytes(e.kb, e.ko, hi, 0) > 0) break;
     }
     return n;
   }
 }
 
-const inBound = (e: Entry, hi: Uint8Array | null): boolean => hi === null || compareKeyBytes(e.kb, 0, hi, 0) <= 0;
+const inBound = (e: Entry, hi: Uint8Array | null): boolean => hi === null || compareKeyBytes(e.kb, e.ko, hi, 0) <= 0;
 
 function emptyTree(store: BlockStore, root: BtreeRoot, leafRef: BlockRef): void {
   assert.equal(root.height, 1);
@@ -206,7 +226,7 @@ export async function btreeMerge(
       stats.items++;
       continue;
     }
-    const path = await dirtyWalk(store, root, first.kb, BTREE_MAX_VAL_LEN, true, true);
+    const path = await dirtyWalk(store, root, first.kb.slice(first.ko, first.ko + 32), BTREE_MAX_VAL_LEN, true, true);
     assert(path !== null);
     const nr = nrItems(path.leaf);
     const limit = Math.max(8, nr >>> 2);
@@ -233,14 +253,14 @@ async function incrementalLeaf(store: BlockStore, root: BtreeRoot, path: DirtyPa
   const leaf = path.leaf;
   stats.leavesIncremental++;
   for (let e = input.peek(); e !== null && inBound(e, path.hi); e = input.peek()) {
-    const off = leafHashLookup(leaf, e.kb, 0);
+    const off = leafHashLookup(leaf, e.kb, e.ko);
     if (e.del) {
       if (off !== 0) {
         if (nrItems(leaf) === 1 && root.height > 1) {
           // Emptying a non-root leaf: a delete walk joins it first.
           input.take();
           stats.items++;
-          assert(await deleteKeyBytes(store, root, e.kb));
+          assert(await deleteKeyBytes(store, root, e.kb.slice(e.ko, e.ko + 32)));
           stats.deleted++;
           return false;
         }
@@ -266,7 +286,7 @@ async function incrementalLeaf(store: BlockStore, root: BtreeRoot, path: DirtyPa
       setItemSeqFlags(leaf, off, e.seq, e.flags);
       stats.replaced++;
     } else {
-      insertItemRaw(leaf, e.kb, 0, e.sb, 0, e.flags, e.val, 0, vlen);
+      insertItemRaw(leaf, e.kb, e.ko, e.sb, e.so, e.flags, e.val, 0, vlen);
       stats.inserted++;
     }
     input.take();
@@ -328,7 +348,7 @@ async function rebuildLeaf(
       let e = inputStopped ? null : input.peek();
       if (e !== null && !inBound(e, hi)) e = null;
       if (o === 0 && e === null) break;
-      const c = o === 0 ? 1 : e === null ? -1 : compareKeyBytes(leaf, o + I_KEY, e.kb, 0);
+      const c = o === 0 ? 1 : e === null ? -1 : compareKeyBytes(leaf, o + I_KEY, e.kb, e.ko);
       if (c < 0) {
         appendOld(o);
         oi++;
@@ -356,7 +376,7 @@ async function rebuildLeaf(
         inputStopped = true;
         continue;
       }
-      appendSortedRaw(cur, ent.kb, 0, ent.sb, 0, ent.flags, ent.val, 0, ent.val.length);
+      appendSortedRaw(cur, ent.kb, ent.ko, ent.sb, ent.so, ent.flags, ent.val, 0, ent.val.length);
       if (c === 0) {
         oldRem -= oldBytes;
         oi++;

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { CorruptionError, FsError } from '../../../src/format/errors.js';
 import { key, ONES_KEY, ZERO_KEY, compareKeys } from '../../../src/format/key.js';
 import { readItem, walkItems } from '../../../src/format/btree.js';
+import { sealBlock } from '../../../src/format/block.js';
 import { buildMkfsLeaf } from '../../../src/mkfs/leaf.js';
 import {
   btreeInsert, btreeUpdate, btreeForce, btreeDelete, btreeLookup, btreeNext, btreePrev, btreeRange, btreeIterate,
@@ -212,6 +213,22 @@ test('corrupt blocks surface as CorruptionError from reads and writes, and in th
   await assert.rejects(btreeInsert(store, root, keyOf(5000), new Uint8Array(0)), CorruptionError);
   const r = await checkBtree(store, root);
   assert(!r.ok && /crc/.test(r.problems[0]!), r.problems.join());
+});
+
+test('copying a structurally bad committed block fails with CorruptionError and leaks nothing', async () => {
+  const store = new MemBlockStore({ fsid: 0x77n });
+  const img = buildMkfsLeaf(store.fsid, 9n, 1n, [
+    { key: keyOf(1), seq: 1n, val: valOf(1, 0, 8) },
+    { key: keyOf(2), seq: 1n, val: valOf(2, 0, 8) },
+  ]);
+  img[36] ^= 8; // total_item_bytes no longer matches the items
+  sealBlock(img);
+  const root: BtreeRoot = { ref: store.putCommitted(img), height: 1 };
+  assert.deepEqual((await btreeLookup(store, root, keyOf(2)))!.val, valOf(2, 0, 8), 'reads do not validate the whole block');
+  await assert.rejects(btreeInsert(store, root, keyOf(3), new Uint8Array(0)), CorruptionError);
+  assert.equal(store.dirtyCount, 0, 'the copy was freed');
+  assert.equal(store.freedCommitted.size, 0, 'the original was not');
+  assert.equal(root.ref.blkno, 9n);
 });
 
 test('a root must be sane: bad height or ref is corruption', async () => {

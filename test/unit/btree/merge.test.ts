@@ -108,7 +108,7 @@ test('property: merge equals one-by-one application on any starting tree', async
         }
       },
     ),
-    { numRuns: 16 },
+    { numRuns: 12 },
   );
 });
 
@@ -138,6 +138,21 @@ test('mass deletion by merge: non-root leaves never empty, and the tree can be e
   // Deletions into an empty tree are no-ops.
   await btreeMerge(store, root, rest.slice(0, 10));
   assert.deepEqual(root, emptyRoot());
+});
+
+test('a few deletions empty a small root leaf item by item', async () => {
+  const store = new MemBlockStore();
+  const root = emptyRoot();
+  const items: MergeItem[] = [];
+  for (let id = 0; id < 5; id++) items.push({ key: keyOf(id), val: valOf(id, 0, 10) });
+  await btreeMerge(store, root, items);
+  store.commit();
+  const stats = await btreeMerge(store, root, items.map((it) => ({ ...it, flags: 1 })));
+  assert.equal(stats.leavesIncremental, 1);
+  assert.equal(stats.deleted, 5);
+  assert.deepEqual(root, emptyRoot());
+  store.commit();
+  assert.equal(store.committedCount, 0);
 });
 
 test("deletions 'store' keeps deletion items as items (log trees)", async () => {
