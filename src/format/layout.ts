@@ -89,41 +89,55 @@ export function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
+// Range checks build their message only when they fail: a template string
+// evaluated on every call (a bigint to string!) costs more than the store.
+function rangeFail(what: string, v: number | bigint): never {
+  assert.fail(`${what} out of range: ${v}`);
+}
+
 export const getU8 = (b: Uint8Array, off: number): number => b[off]!;
 export const setU8 = (b: Uint8Array, off: number, v: number): void => {
-  assert(v >= 0 && v <= 0xff && Number.isInteger(v), `u8 out of range: ${v}`);
+  if (!(v >= 0 && v <= 0xff && Number.isInteger(v))) rangeFail('u8', v);
   b[off] = v;
 };
 export const getU16 = (b: Uint8Array, off: number): number => b[off]! | (b[off + 1]! << 8);
 export const setU16 = (b: Uint8Array, off: number, v: number): void => {
-  assert(v >= 0 && v <= 0xffff && Number.isInteger(v), `u16 out of range: ${v}`);
+  if (!(v >= 0 && v <= 0xffff && Number.isInteger(v))) rangeFail('u16', v);
   b[off] = v & 0xff;
   b[off + 1] = v >>> 8;
 };
 export const getU32 = (b: Uint8Array, off: number): number =>
   (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
 export const setU32 = (b: Uint8Array, off: number, v: number): void => {
-  assert(v >= 0 && v <= 0xffffffff && Number.isInteger(v), `u32 out of range: ${v}`);
+  if (!(v >= 0 && v <= 0xffffffff && Number.isInteger(v))) rangeFail('u32', v);
   b[off] = v & 0xff;
   b[off + 1] = (v >>> 8) & 0xff;
   b[off + 2] = (v >>> 16) & 0xff;
   b[off + 3] = v >>> 24;
 };
-export const getU64 = (b: Uint8Array, off: number): bigint =>
-  BigInt(getU32(b, off)) | (BigInt(getU32(b, off + 4)) << 32n);
+
+// u64s go through one module-level scratch DataView: two byte copies and a
+// native BigInt conversion beat building the value from two u32 BigInts.
+const scratch = new Uint8Array(8);
+const scratchView = new DataView(scratch.buffer);
+
+export const getU64 = (b: Uint8Array, off: number): bigint => {
+  for (let i = 0; i < 8; i++) scratch[i] = b[off + i]!;
+  return scratchView.getBigUint64(0, true);
+};
 export const setU64 = (b: Uint8Array, off: number, v: bigint): void => {
-  assert(v >= 0n && v <= 0xffffffffffffffffn, `u64 out of range: ${v}`);
-  setU32(b, off, Number(v & 0xffffffffn));
-  setU32(b, off + 4, Number(v >> 32n));
+  if (!(v >= 0n && v <= 0xffffffffffffffffn)) rangeFail('u64', v);
+  scratchView.setBigUint64(0, v, true);
+  for (let i = 0; i < 8; i++) b[off + i] = scratch[i]!;
 };
 /** A u64 read as a number when the caller knows it is small (asserted). */
 export const getU64n = (b: Uint8Array, off: number): number => {
   const hi = getU32(b, off + 4);
-  assert(hi < 0x200000, `u64 at ${off} too large for a number`);
+  if (hi >= 0x200000) rangeFail(`u64 at ${off} as a number`, hi);
   return hi * 0x100000000 + getU32(b, off);
 };
 export const setU64n = (b: Uint8Array, off: number, v: number): void => {
-  assert(Number.isSafeInteger(v) && v >= 0, `u64 number out of range: ${v}`);
+  if (!(Number.isSafeInteger(v) && v >= 0)) rangeFail('u64 number', v);
   setU32(b, off, v % 0x100000000);
   setU32(b, off + 4, Math.floor(v / 0x100000000));
 };
