@@ -10,11 +10,14 @@
  * That is what makes the inline and threaded runs give the same result.
  *
  * Jobs:
- *   verify  checkBlock() over a batch of pinned cache slots (src/block/verify.ts)
+ *   verify       checkBlock() over a batch of pinned cache slots (src/block/verify.ts)
+ *   buildLeaves  fill reserved leaf blocks from a packed sorted item stream (src/btree/build.ts)
  */
 import type { JobTable } from '../src/runtime/job.js';
 import { verifyBatch } from '../src/block/verify.js';
+import { fillLeaves } from '../src/btree/build.js';
 
 export const JOBS: JobTable = Object.freeze({
   verify: verifyBatch,
+  buildLeaves: fillLeaves,
 });
