@@ -36,6 +36,12 @@ import { btreeMerge, type MergeItem } from '../src/btree/merge.js';
 import { checkBtree } from '../src/btree/check.js';
 import { MemBlockStore } from '../src/btree/memstore.js';
 import { emptyRoot } from '../src/btree/store.js';
+import { btreeBuild } from '../src/btree/build.js';
+import { MemoryBlockDevice } from '../src/runtime/memdevice.js';
+import { PiscinaPool } from '../src/runtime/workerpool.js';
+import { SeededRandom } from '../src/runtime/random.js';
+import { ServerVolume } from '../src/server/volume.js';
+import { planMkfs } from '../src/mkfs/mkfs.js';
 
 export interface BtreeBenchOptions {
   /** Items in the base tree (default 1,000,000). */
@@ -196,6 +202,8 @@ export async function runBtreeBench(opts: BtreeBenchOptions = {}): Promise<Btree
   rows.push(row('delete (random)', dels.length, delMs, performance.now() - t));
   store.commit();
 
+  rows.push(...(await buildRows(Math.min(items, 200_000))));
+
   const chk = await checkBtree(store, root);
   if (!chk.ok) throw new Error(`btree check failed after the benchmark: ${chk.problems.slice(0, 3).join('; ')}`);
   if (chk.items !== map.size) throw new Error(`tree has ${chk.items} items, map ${map.size}`);
@@ -216,6 +224,40 @@ export async function runBtreeBench(opts: BtreeBenchOptions = {}): Promise<Btree
     console.log(JSON.stringify(result));
   }
   return result;
+}
+
+/**
+ * Bulk build of a fresh tree from a sorted stream (src/btree/build.ts) into
+ * real block cache slots of a volume on a memory device: leaves filled on
+ * this thread, then by two piscina workers, side by side.
+ */
+async function buildRows(n: number): Promise<BtreeBenchRow[]> {
+  const GIB = 1n << 30n;
+  const meta = new MemoryBlockDevice(2n * GIB, 'bench-meta');
+  const plan = planMkfs({ metaPath: 'm', dataPath: 'd', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
+    2n * GIB, 1n * GIB, { fsid: 1n, uuid: new Uint8Array(16).fill(1), now: { sec: 0n, nsec: 0 } });
+  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
+  const its = Array.from({ length: n }, (_, i) => ({ key: inodeKey(i), seq: 1n, val: val(i) }));
+  const pool = new PiscinaPool({ maxThreads: 2 });
+  const out: BtreeBenchRow[] = [];
+  try {
+    // Warm the pool: thread start-up is not part of a build.
+    await Promise.all([pool.run('buildLeaves', { blocks: new SharedArrayBuffer(65536), items: new SharedArrayBuffer(8), offs: new Int32Array(0), leaves: [] }),
+      pool.run('buildLeaves', { blocks: new SharedArrayBuffer(65536), items: new SharedArrayBuffer(8), offs: new Int32Array(0), leaves: [] })]);
+    for (const [name, usePool] of [['bulk build (inline, cache slots)', false], ['bulk build (2 workers, cache slots)', true]] as const) {
+      const vol = await ServerVolume.open(meta, { random: new SeededRandom(7n), cacheSlots: 2048 });
+      try {
+        const t = performance.now();
+        await btreeBuild(vol.store, its, { pool: usePool ? pool : null });
+        out.push(row(name, n, performance.now() - t, null));
+      } finally {
+        vol.close();
+      }
+    }
+  } finally {
+    await pool.destroy();
+  }
+  return out;
 }
 
 function printTable(r: BtreeBenchResult): void {
