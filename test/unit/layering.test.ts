@@ -31,6 +31,9 @@ const ALLOWED: Record<string, string[]> = {
   server: ['format', 'runtime', 'block', 'btree', 'alloc', 'srch', 'forest', 'lock', 'net', 'quorum'],
   fs: ['format', 'runtime', 'block', 'btree', 'alloc', 'srch', 'forest', 'item', 'trans', 'lock', 'net', 'client'],
   fuse: ['format', 'runtime', 'fs'],
+  // The composition root of a mount: the one place that wires server,
+  // client, filesystem and FUSE together.
+  mount: ['format', 'runtime', 'block', 'btree', 'alloc', 'srch', 'forest', 'item', 'trans', 'lock', 'net', 'quorum', 'client', 'server', 'fs', 'fuse', 'mkfs', 'print', 'fsck'],
   mkfs: ['format', 'runtime', 'block'],
   print: ['format', 'runtime', 'mkfs'],
   fsck: ['format', 'runtime', 'print'],
