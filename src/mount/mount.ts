@@ -1,0 +1,270 @@
+/*
+ * The composition root of a single-node mount (PROTOCOL.md 1.3): what
+ * `scoutfs mount` and the tests call to turn two block devices into an Fs.
+ *
+ *   openMount(meta, data)
+ *     1. read both supers: magic, crc, blkno, format version, META flag set
+ *        on the metadata device and clear on the data device, uuids and
+ *        format versions equal, device sizes cover total_meta_blocks /
+ *        total_data_blocks.  A swapped or foreign device is refused with a
+ *        CorruptionError naming the device and the reason.
+ *     2. pick a random rid (not 0, not all ones; 100 tries, else EIO);
+ *     3. server, in process: ServerVolume, CommitQueue, SeqCounter,
+ *        LogTreesServer (the handlers are called directly, no network);
+ *     4. client: block cache + images over the metadata device, forest
+ *        reader whose roots are the committed (on-disk) super's fs_root and
+ *        logs_root, item cache, Trans whose server is the in-process
+ *        LogTreesServer for our rid;
+ *     5. the first transaction (openFirst = the first GET_LOG_TREES);
+ *     6. the Fs (src/fs/fs.ts), which finishes the deletion of orphans a
+ *        previous mount left behind.
+ *
+ * Every step registers its teardown on a stack; close() (and a failure
+ * part way through open) runs the stack in reverse: the Fs drains, the
+ * transaction shuts down with a final commit (skipped if it never opened),
+ * the item cache and the client block cache are destroyed, the commit queue
+ * is destroyed and the server volume closed.  The devices belong to the
+ * caller and stay open.
+ *
+ * Ordering of data and metadata.  The Fs writes file data to the data
+ * device as it is written (not a page cache); the transaction's device
+ * flush is a composite that flushes the data device and then the metadata
+ * device after the metadata blocks were written and before
+ * COMMIT_LOG_TREES, so every data block an extent item points to is durable
+ * before the item is (PROTOCOL.md 4.5 steps 1, 6).
+ *
+ * No cluster locks yet: this is a single node and nothing else may mount
+ * the volume at the same time.  The Fs passes the item cache the lock
+ * range each key would have (src/forest/lockkeys.ts) in WRITE mode, so the
+ * bloom keys written are the ones a cluster mount would compute, and a lock
+ * client can later be slotted in between.  Nothing fences a second mount:
+ * running two is undefined.
+ *
+ * Farewell: close() reclaims our lt after the final commit (finalized,
+ * lists and data extents back to the server), and open reclaims any open
+ * lt left by a mount that did not close: on a single node it is gone.
+ * Finalized lts keep their items readable through logs_root.
+ *
+ * Left out: quorum election and the network server/client, log merging
+ * (finalized lts accumulate in logs_root: one per mount), srch compaction,
+ * the orphan scan timer (orphans are handled at release and at mount).
+ */
+import assert from 'node:assert/strict';
+import { checkBlock } from '../format/block.js';
+import { FORMAT_VERSION_MAX, LG_BLOCK_SIZE, MAGIC, SM_BLOCK_SIZE, SUPER_BLKNO, SUPER_FLAG_META_BDEV } from '../format/constants.js';
+import { CorruptionError, FsError } from '../format/errors.js';
+import { getU32, getU64, U64_MAX } from '../format/layout.js';
+import { decodeSuper, type Super } from '../format/super.js';
+import type { BlockDevice } from '../runtime/device.js';
+import type { Random } from '../runtime/random.js';
+import type { Clock } from '../runtime/clock.js';
+import { BlockCache } from '../block/cache.js';
+import { CacheImages } from '../block/images.js';
+import { ForestReader } from '../forest/reader.js';
+import { ItemCache } from '../item/cache.js';
+import { HOLD_DATA_MIN_BLOCKS, Trans } from '../trans/trans.js';
+import { ServerVolume, readMetaSuper } from '../server/volume.js';
+import { CommitQueue } from '../server/commitq.js';
+import { SeqCounter } from '../server/seq.js';
+import { DATA_FILL_LO, LogTreesServer, type LogTreesServerOptions } from '../server/logtrees.js';
+import type { Fs } from '../fs/api.js';
+import { ScoutFs } from '../fs/fs.js';
+import { allocInodes } from './inodes.js';
+import { reservedMetaBlocks } from '../alloc/server.js';
+import { btreeIterate } from '../btree/btree.js';
+import { key } from '../format/key.js';
+import { ZONE } from '../format/items.js';
+import { decodeLogTrees, LOG_TREES_FLAG_FINALIZED } from '../format/logtrees.js';
+
+export interface MountOptions {
+  metaDev: BlockDevice;
+  dataDev: BlockDevice;
+  random: Random;
+  clock: Clock;
+  log?: (line: string) => void;
+  /** Small test devices lower these (defaults: the production values). */
+  tuning?: {
+    serverCacheSlots?: number;
+    clientCacheSlots?: number;
+    itemCacheBytes?: number;
+    serverFillLo?: number;
+    serverFillTarget?: number;
+    logTrees?: LogTreesServerOptions;
+    commitIntervalMs?: number;
+    inodeBatch?: bigint;
+  };
+}
+
+export interface Mount {
+  fs: Fs;
+  close(): Promise<void>;
+  status(): object;
+}
+
+const SUPER_OFF = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
+
+/** Read and check the data device's super against the metadata super (1.3 step 3). */
+export async function readDataSuper(dev: BlockDevice, meta: Super): Promise<Super> {
+  if (dev.sizeBytes < SUPER_OFF + BigInt(SM_BLOCK_SIZE)) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', 'data device too small to hold a super block');
+  }
+  const b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
+  if (getU32(b, 4) !== MAGIC.super) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'magic', 'no scoutfs super block: not a scoutfs data device');
+  }
+  const fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
+  if (fail) throw new CorruptionError(dev.path, SUPER_BLKNO, fail.check, `data device super block: ${fail.detail}`);
+  const sb = decodeSuper(b);
+  if ((sb.flags & SUPER_FLAG_META_BDEV) !== 0n) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', 'this is a metadata device (META_BDEV flag set) given as the data device: devices swapped?');
+  }
+  if (sb.fmt_vers > FORMAT_VERSION_MAX || sb.fmt_vers !== meta.fmt_vers) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', `data device format version ${sb.fmt_vers}, metadata device ${meta.fmt_vers}`);
+  }
+  if (Buffer.compare(Buffer.from(sb.uuid), Buffer.from(meta.uuid)) !== 0) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', 'data device uuid differs from the metadata device: a foreign data device');
+  }
+  if (meta.total_data_blocks * BigInt(SM_BLOCK_SIZE) > dev.sizeBytes) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', `total_data_blocks ${meta.total_data_blocks} exceed the data device (${dev.sizeBytes} bytes)`);
+  }
+  return sb;
+}
+
+function pickRid(random: Random): bigint {
+  for (let i = 0; i < 100; i++) {
+    const rid = random.u64();
+    if (rid !== 0n && rid !== U64_MAX) return rid;
+  }
+  throw new FsError('EIO', 'could not pick a rid');
+}
+
+export async function openMount(opts: MountOptions): Promise<Mount> {
+  const log = opts.log ?? (() => {});
+  const t = opts.tuning ?? {};
+  const teardown: { name: string; fn: () => Promise<void> | void }[] = [];
+  const destroy = async (): Promise<void> => {
+    let first: unknown = null;
+    while (teardown.length > 0) {
+      const step = teardown.pop()!;
+      try {
+        await step.fn();
+      } catch (e) {
+        log(`unmount: ${step.name} failed: ${e instanceof Error ? e.message : String(e)}`);
+        if (first === null) first = e;
+      }
+    }
+    if (first !== null) throw first;
+  };
+  try {
+    const metaSb = await readMetaSuper(opts.metaDev);
+    await readDataSuper(opts.dataDev, metaSb);
+    assert(metaSb.total_meta_blocks * BigInt(LG_BLOCK_SIZE) <= opts.metaDev.sizeBytes);
+    const rid = pickRid(opts.random);
+
+    const vol = await ServerVolume.open(opts.metaDev, {
+      random: opts.random, cacheSlots: t.serverCacheSlots, fillLo: t.serverFillLo, fillTarget: t.serverFillTarget,
+      // The reference reserve (about 2.6 GiB) would leave a small volume
+      // nothing to allocate: it is capped at an eighth of the device.
+      reserved: () => {
+        const full = reservedMetaBlocks(1);
+        const cap = metaSb.total_meta_blocks / 8n;
+        return full < cap ? full : cap;
+      },
+    });
+    teardown.push({ name: 'server volume', fn: () => vol.close() });
+    const commitq = new CommitQueue(vol);
+    teardown.push({ name: 'commit queue', fn: () => commitq.destroy() });
+    const seq = await SeqCounter.open(vol, commitq);
+    // A data_avail below the client's commit_before_hold minimum must come
+    // flagged LOW, or every hold commits first, forever (trans.ts).
+    assert((t.logTrees?.dataFillLo ?? DATA_FILL_LO) >= HOLD_DATA_MIN_BLOCKS, 'dataFillLo below the hold minimum');
+    const lts = new LogTreesServer(vol, commitq, seq, t.logTrees ?? {});
+    // Single node: every open lt in logs_root belongs to a mount that is
+    // gone (crashed, or never said farewell).  Reclaim them, as the server
+    // does for a fenced mount, so their lists and data extents come back.
+    const stale: bigint[] = [];
+    await btreeIterate(vol.store, vol.sb.logs_root, key(ZONE.LOG_TREES, 0n, 0), key(ZONE.LOG_TREES, U64_MAX, 0xff, U64_MAX, U64_MAX, 0xff), (it) => {
+      const lt = decodeLogTrees(it.val);
+      if ((lt.flags & LOG_TREES_FLAG_FINALIZED) === 0n && !stale.includes(lt.rid)) stale.push(lt.rid);
+    });
+    for (const r of stale) {
+      log(`reclaiming the log trees of departed rid ${r.toString(16).padStart(16, '0')}`);
+      await lts.reclaimRid(r);
+    }
+
+    const cache = new BlockCache({ slots: t.clientCacheSlots ?? 1024 });
+    teardown.push({ name: 'client block cache', fn: () => cache.destroy() });
+    const images = new CacheImages(cache, opts.metaDev, vol.fsid, opts.random);
+    const reader = new ForestReader(images, async () => {
+      // The committed roots: what the last durable server commit wrote.
+      const sb = await readMetaSuper(opts.metaDev);
+      return { fs_root: sb.fs_root, logs_root: sb.logs_root };
+    });
+    const holder: { trans: Trans | null } = { trans: null };
+    const items = new ItemCache({
+      reader, maxBytes: t.itemCacheBytes ?? 64 << 20,
+      transSeq: () => holder.trans?.transSeq ?? 0n,
+      held: () => holder.trans?.isHeld() ?? false,
+      warn: (m) => log(`items: ${m}`),
+    });
+    teardown.push({ name: 'item cache', fn: () => items.destroy() });
+    // Farewell (after the final commit, which runs first in reverse order):
+    // our lt is finalized and its unused lists and data_avail go back to
+    // the server, so the next mount's rid starts from a full allocator.
+    teardown.push({ name: 'farewell', fn: () => lts.reclaimRid(rid) });
+    const trans = new Trans({
+      server: { getLogTrees: () => lts.getLogTrees(rid), commitLogTrees: (lt) => lts.commitLogTrees(rid, lt) },
+      clock: opts.clock, images, items, rid,
+      dev: {
+        flush: async () => {
+          await opts.dataDev.flush();
+          await opts.metaDev.flush();
+        },
+      },
+      bounds: { first: 2n, last: metaSb.total_meta_blocks - 1n },
+      commitIntervalMs: t.commitIntervalMs,
+      log: (level, msg) => log(`trans ${level}: ${msg}`),
+    });
+    holder.trans = trans;
+    teardown.push({ name: 'transactions', fn: () => trans.shutdown() });
+    await trans.openFirst();
+
+    const fs = await ScoutFs.open({
+      items, trans, dataDev: opts.dataDev, clock: opts.clock, log,
+      totalDataBlocks: metaSb.total_data_blocks,
+      allocInodes: (count) => allocInodes(commitq, count),
+      lastSeq: () => lts.getLastSeq(),
+      serverSpace: () => ({
+        metaFree: vol.sb.meta_alloc[0].total_len + vol.sb.meta_alloc[1].total_len,
+        dataFree: vol.sb.data_alloc.total_len,
+        totalMeta: vol.sb.total_meta_blocks,
+        totalData: vol.sb.total_data_blocks,
+        inodeCount: vol.sb.inode_count,
+      }),
+      inodeBatch: t.inodeBatch,
+    });
+    teardown.push({ name: 'fs', fn: () => fs.destroy() });
+    log(`mounted rid ${rid.toString(16).padStart(16, '0')} trans_seq ${trans.transSeq}`);
+    let closed = false;
+    return {
+      fs,
+      async close() {
+        if (closed) return;
+        closed = true;
+        await destroy();
+      },
+      status() {
+        return {
+          rid: rid.toString(16).padStart(16, '0'),
+          trans: trans.status(),
+          items: { bytes: items.bytes, dirty: items.dirtyCount, pages: items.pageCount },
+          fs: fs.status(),
+          server: { seq: seq.current, commits: vol.counters.commits, logTrees: lts.counters },
+        };
+      },
+    };
+  } catch (e) {
+    await destroy().catch(() => {});
+    throw e;
+  }
+}
