@@ -103,12 +103,24 @@ export class SrchLogWriter {
   /** The leaf this transaction is appending to (dirty), or null before the first append. */
   private leaf: Uint8Array | null = null;
   private closed = false;
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly store: BlockStore, readonly sfl: SrchFile) {
     assert.equal(sfl.height, srchHeightFor(sfl.blocks), 'srch file height does not match its block count');
   }
 
-  async append(e: SrchEntry): Promise<void> {
+  /**
+   * Appends are serialized: two holders appending at once must not both
+   * see "no current leaf" and allocate one for the same logical block (the
+   * kernel holds a mutex here; the simulator sweep found the race).
+   */
+  append(e: SrchEntry): Promise<void> {
+    const p = this.chain.then(() => this.appendLocked(e));
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async appendLocked(e: SrchEntry): Promise<void> {
     assert(!this.closed, 'srch log appended to after its transaction closed');
     let b = this.leaf;
     if (b !== null && getU32(b, O_BYTES) > SRCH_BLOCK_SAFE_BYTES) b = null;

@@ -341,9 +341,7 @@ test('the checker catches a synced write or srch entry that is not on disk', asy
   }
 });
 
-test('two holders appending srch entries at once keep both entries and leak no block', {
-  todo: 'src/forest/srch.ts SrchLogWriter.append races: both appends allocate a leaf for the same logical block',
-}, async () => {
+test('two holders appending srch entries at once keep both entries and leak no block', async () => {
   await scenario(1408n, async (cl) => {
     await cl.startServer();
     const c = await mounted(cl, 'c1');
