@@ -158,6 +158,16 @@ async function main(): Promise<number> {
       report.metrics.push(...b.metrics);
       report.skips.push(...b.skips);
       report.notes.push(...b.notes);
+      progress('items: item cache and commit (perf/items.ts)');
+      const { runItemsBench } = await import('./items.js');
+      for (const row of await runItemsBench({ max: args.quick ? 10_000 : 100_000 })) {
+        report.metrics.push({
+          id: `items.${row.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')}`,
+          group: 'btree', name: row.name, value: row.opsPerSec, unit: 'ops/s', higherIsBetter: true,
+          nsPerOp: Math.round((row.ms * 1e6) / row.ops),
+          ...(row.mapOpsPerSec ? { note: `Map does it ${(row.mapOpsPerSec / row.opsPerSec).toFixed(1)}x faster` } : { note: `${row.ms} ms` }),
+        });
+      }
     }
   }
   if (!args.microOnly) {

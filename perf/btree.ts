@@ -244,7 +244,7 @@ async function buildRows(n: number): Promise<BtreeBenchRow[]> {
     // Warm the pool: thread start-up is not part of a build.
     await Promise.all([pool.run('buildLeaves', { blocks: new SharedArrayBuffer(65536), items: new SharedArrayBuffer(8), offs: new Int32Array(0), leaves: [] }),
       pool.run('buildLeaves', { blocks: new SharedArrayBuffer(65536), items: new SharedArrayBuffer(8), offs: new Int32Array(0), leaves: [] })]);
-    for (const [name, usePool] of [['bulk build (inline, cache slots)', false], ['bulk build (2 workers, cache slots)', true]] as const) {
+    for (const [name, usePool] of [['bulk build inline (cache slots)', false], ['bulk build 2 workers (cache slots)', true]] as const) {
       const vol = await ServerVolume.open(meta, { random: new SeededRandom(7n), cacheSlots: 2048 });
       try {
         const t = performance.now();
