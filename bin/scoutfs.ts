@@ -13,6 +13,12 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   mkfs: { summary: 'make a new scoutfs filesystem on a meta and a data device', load: async () => (await import('./mkfs.js')).run },
   fsck: { summary: 'check a volume read-only: every block verified and accounted for', load: async () => (await import('./fsck.js')).run },
   print: { summary: 'print every metadata block reachable from the super block', load: async () => (await import('./print.js')).run },
+  mount: { summary: 'mount a filesystem through FUSE (foreground, or -d to detach)', load: async () => (await import('./mount.js')).run },
+  'walk-inodes': { summary: 'list inodes by meta_seq or data_seq index', load: async () => (await import('./walk-inodes.js')).run },
+  stat: { summary: 'print scoutfs per-inode fields of a file', load: async () => (await import('./stat.js')).run },
+  statfs: { summary: 'print scoutfs volume fields of a mount', load: async () => (await import('./statfs.js')).run },
+  df: { summary: 'print metadata and data block usage of a mount', load: async () => (await import('./df.js')).run },
+  sync: { summary: 'commit the open transaction of a mount', load: async () => (await import('./sync.js')).run },
 };
 
 function usage(): string {

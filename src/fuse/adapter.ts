@@ -1,0 +1,427 @@
+/*
+ * src/fuse/adapter.ts is the thin adapter from fuse-native@2 (libfuse2's
+ * high-level, path-based API) to the inode-based Fs interface
+ * (src/fs/api.ts).  It is the one place that produces errno numbers for the
+ * kernel: every handler runs its body through `answer`, and `errnoOf` is
+ * the single mapping from a thrown error to a negative errno.
+ *
+ * Threads.  fuse-native's FUSE loop thread hands each request to the Node
+ * main thread and waits; every handler here runs on the main thread and
+ * answers through the binding's callback exactly once.  Handlers never
+ * throw into the binding: a FsError becomes -ERRNO[code]
+ * (src/format/errors.ts), anything else (CorruptionError, LifecycleError,
+ * a bug) becomes EIO and one log line, and the daemon keeps serving.
+ * Rejected: letting an assertion failure stop the daemon here as STYLE.md
+ * s4 suggests for the core; a dead FUSE daemon leaves a mount that fails
+ * every syscall with ENOTCONN until someone runs fusermount, which is worse
+ * for users than EIO on one request plus a log line.
+ *
+ * Paths.  FUSE hands us absolute paths; src/fuse/paths.ts resolves them to
+ * inos through a cache that namespace changes here invalidate.  Open files
+ * are tracked by handle (fi->fh) -> ino, so reads and writes through an
+ * open handle keep working after the name is unlinked (with hard_remove,
+ * libfuse does not rename unlinked open files to .fuse_hidden*).
+ *
+ * Mount options (fuseOptions): attr_timeout=0, entry_timeout=0 and
+ * negative_timeout=0 so that another mount's changes are seen at the next
+ * syscall (PROTOCOL.md s0); use_ino so st_ino is the scoutfs ino;
+ * hard_remove; big_writes and max_write so writes arrive in 128 KiB
+ * requests; default_permissions so the kernel checks modes.  The binding
+ * emits only a fixed list of options and skips zero values, so all of
+ * these ride in the `fsname` string, which it appends verbatim after
+ * "fsname=" (the value itself ends at the first comma).
+ *
+ * fuse-native traps handled here (measured, see perf/fuse-passthrough.ts):
+ *   - fsync and fsyncdir arguments are (path, datasync, fd, cb).
+ *   - fgetattr is routed to ops.getattr by the binding (path only), so an
+ *     fstat of an unlinked open file resolves a path that is gone: ENOENT.
+ *   - utimens gets the atime in both positions: we cannot tell atime from
+ *     mtime and set both to the first value (touch and utimes(t, t) work).
+ *   - Times cross the binding as milliseconds; sub-ms nsec are lost.
+ *   - st_ino crosses the binding as a uint32: inos >= 2^32 are truncated
+ *     in st_ino (scoutfs allocates from 1024 upwards, so only very large
+ *     filesystems notice).  `scoutfs stat` reports by path, not st_ino.
+ *   - write's and setxattr's buffers are external buffers detached right
+ *     after the answer; we copy them before the first await.
+ *   - create() receives no open flags; the kernel did the O_EXCL check via
+ *     lookup already.
+ *   - No caller context (fuse_get_context) is exposed: new inodes get the
+ *     daemon's uid and gid.  The kernel still enforces permissions.
+ *   - The binding answers ETIMEDOUT for an op slower than its timeout
+ *     (15 s default): we raise it to 10 minutes because a commit under
+ *     fsync can legitimately wait for the server.
+ */
+import { createRequire } from 'node:module';
+import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
+import type { Timespec } from '../format/common.js';
+import { ERRNO, FsError } from '../format/errors.js';
+import { PathCache, nameBytes, splitParent } from './paths.js';
+
+const require = createRequire(import.meta.url);
+
+export type FuseCb = (code: number, ...rest: unknown[]) => void;
+
+interface FuseInstance {
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+}
+interface FuseCtor {
+  new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance;
+  unmount(mnt: string, cb: (err: Error | null) => void): void;
+}
+
+export const OP_TIMEOUT_MS = 600_000;
+export const MAX_WRITE_BYTES = 131072;
+
+/* ---- the one errno mapping ------------------------------------------------- */
+
+/** Negative errno for the kernel; logs everything that is not an FsError. */
+export function errnoOf(e: unknown, op: string, log: (line: string) => void): number {
+  if (e instanceof FsError) {
+    const n = ERRNO[e.code];
+    if (typeof n === 'number') return -n;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  log(`fuse: ${op}: unexpected ${err.name}: ${err.message} (EIO)`);
+  return -ERRNO.EIO;
+}
+
+/* ---- conversions ----------------------------------------------------------- */
+
+function ms(t: Timespec): number {
+  return Number(t.sec) * 1000 + Math.floor(t.nsec / 1e6);
+}
+
+function msToTimespec(msVal: number): Timespec {
+  const sec = Math.floor(msVal / 1000);
+  return { sec: BigInt(sec), nsec: Math.round(msVal - sec * 1000) * 1e6 };
+}
+
+/** The stat object fuse-native's getStatArray reads. */
+export function statOf(a: Attr): Record<string, number> {
+  return {
+    mode: a.mode,
+    uid: a.uid,
+    gid: a.gid,
+    size: Number(a.size),
+    dev: 0,
+    nlink: a.nlink,
+    // The binding carries st_ino as a uint32 (see the header).
+    ino: Number(a.ino & 0xffffffffn),
+    rdev: a.rdev,
+    blksize: 4096,
+    blocks: Number(a.blocks),
+    atime: ms(a.atime),
+    mtime: ms(a.mtime),
+    ctime: ms(a.ctime),
+  };
+}
+
+const CLAMP32 = 0xffffffffn;
+function u32(n: bigint): number {
+  return Number(n > CLAMP32 ? CLAMP32 : n < 0n ? 0n : n);
+}
+
+/* ---- the ops table ----------------------------------------------------------- */
+
+export interface AdapterOptions {
+  log: (line: string) => void;
+  ctx?: Ctx;
+}
+
+export interface Adapter {
+  ops: Record<string, unknown>;
+  paths: PathCache;
+  /** Open handles, for tests and status. */
+  openHandles(): number;
+  /** Counts of errors answered, by errno name or 'EIO(unexpected)'. */
+  errors: Map<string, number>;
+}
+
+export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
+  const log = opts.log;
+  const ctx: Ctx = opts.ctx ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const paths = new PathCache(fs);
+  const handles = new Map<number, bigint>();
+  let nextHandle = 1;
+  const errors = new Map<string, number>();
+
+  // Run an op body and answer the kernel exactly once.  `shape` maps a
+  // successful result to the callback arguments.
+  function answer<T>(op: string, cb: FuseCb, body: () => Promise<T>, shape: (r: T) => unknown[]): void {
+    let p: Promise<T>;
+    try {
+      p = body();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (r) => {
+        let args: unknown[];
+        try {
+          args = shape(r);
+        } catch (e) {
+          fail(op, cb, e);
+          return;
+        }
+        cb(0, ...args);
+      },
+      (e: unknown) => fail(op, cb, e),
+    );
+  }
+  function fail(op: string, cb: FuseCb, e: unknown): void {
+    const n = errnoOf(e, op, log);
+    const key = e instanceof FsError ? e.code : 'EIO(unexpected)';
+    errors.set(key, (errors.get(key) ?? 0) + 1);
+    cb(n);
+  }
+  const none = (): unknown[] => [];
+
+  // Resolve the parent of `path` and the last name as bytes.
+  async function parentOf(path: string): Promise<{ dir: bigint; name: Uint8Array; last: string }> {
+    const { parent, name } = splitParent(path);
+    return { dir: await paths.resolve(parent), name: nameBytes(name), last: name };
+  }
+
+  async function resolveFresh(path: string): Promise<bigint> {
+    return paths.resolve(path);
+  }
+
+  // getattr by path; a cached ino that vanished is dropped and walked again.
+  async function getattrPath(path: string): Promise<Attr> {
+    const ino = await resolveFresh(path);
+    try {
+      return await fs.getattr(ino);
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === 'ENOENT') || path === '/') throw e;
+      paths.forget(path);
+      return fs.getattr(await paths.resolve(path));
+    }
+  }
+
+  function handleIno(fd: number, path: string): Promise<bigint> {
+    const ino = handles.get(fd);
+    if (ino !== undefined) return Promise.resolve(ino);
+    return paths.resolve(path);
+  }
+
+  async function openIno(ino: bigint): Promise<number> {
+    await fs.open(ino);
+    const fd = nextHandle++;
+    if (nextHandle > 0x7fffffff) nextHandle = 1;
+    handles.set(fd, ino);
+    return fd;
+  }
+
+  const ops: Record<string, unknown> = {
+    init: (cb: FuseCb) => cb(0),
+    getattr: (path: string, cb: FuseCb) => answer('getattr', cb, () => getattrPath(path), (a) => [statOf(a)]),
+    fgetattr: (path: string, fd: number, cb: FuseCb) =>
+      answer('fgetattr', cb, async () => fs.getattr(await handleIno(fd, path)), (a) => [statOf(a)]),
+    // default_permissions makes the kernel check modes; access only checks existence.
+    access: (path: string, _mode: number, cb: FuseCb) => answer('access', cb, () => getattrPath(path), none),
+    statfs: (_path: string, cb: FuseCb) =>
+      answer('statfs', cb, () => fs.statfs(), (s) => [{
+        bsize: s.blockSize, frsize: s.blockSize, blocks: u32(s.totalBlocks), bfree: u32(s.freeBlocks),
+        bavail: u32(s.freeBlocks), files: u32(s.totalInodes), ffree: u32(s.freeInodes), favail: u32(s.freeInodes),
+        fsid: 0, flag: 0, namemax: s.nameMax,
+      }]),
+    readdir: (path: string, cb: FuseCb) =>
+      answer('readdir', cb, async () => {
+        const dir = await resolveFresh(path);
+        const names = ['.', '..'];
+        const dec = new TextDecoder();
+        let pos = 0n;
+        for (;;) {
+          const ents: DirEntry[] = await fs.readdir(dir, pos, 256);
+          if (ents.length === 0) break;
+          for (const e of ents) names.push(dec.decode(e.name));
+          pos = ents[ents.length - 1]!.pos + 1n;
+        }
+        return names;
+      }, (names) => [names]),
+    open: (path: string, _flags: number, cb: FuseCb) =>
+      answer('open', cb, async () => openIno(await resolveFresh(path)), (fd) => [fd]),
+    opendir: (_path: string, _flags: number, cb: FuseCb) => cb(0, 0),
+    releasedir: (_path: string, _fd: number, cb: FuseCb) => cb(0),
+    create: (path: string, mode: number, cb: FuseCb) =>
+      answer('create', cb, async () => {
+        const { dir, name } = await parentOf(path);
+        const a = await fs.create(dir, name, mode, ctx);
+        paths.remember(path, a.ino);
+        return openIno(a.ino);
+      }, (fd) => [fd]),
+    release: (path: string, fd: number, cb: FuseCb) =>
+      answer('release', cb, async () => {
+        const ino = handles.get(fd);
+        if (ino === undefined) return;
+        handles.delete(fd);
+        await fs.release(ino);
+      }, none),
+    read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCb) => {
+      const body = async (): Promise<number> => {
+        const data = await fs.read(await handleIno(fd, path), BigInt(pos), len);
+        const n = Math.min(data.length, len);
+        buf.set(data.subarray(0, n), 0);
+        return n;
+      };
+      // read answers the byte count in the error slot.
+      body().then((n) => cb(n), (e: unknown) => fail('read', cb, e));
+    },
+    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCb) => {
+      // The binding detaches buf after we answer; copy before awaiting.
+      const data = Uint8Array.prototype.slice.call(buf, 0, len);
+      const body = async (): Promise<number> => fs.write(await handleIno(fd, path), BigInt(pos), data);
+      body().then((n) => cb(n), (e: unknown) => fail('write', cb, e));
+    },
+    flush: (_path: string, _fd: number, cb: FuseCb) => cb(0),
+    // (path, datasync, fd): the order the binding really uses.  scoutfs
+    // fsync commits the whole filesystem.
+    fsync: (_path: string, _datasync: number, _fd: number, cb: FuseCb) => answer('fsync', cb, () => fs.sync(), none),
+    fsyncdir: (_path: string, _datasync: number, _fd: number, cb: FuseCb) =>
+      answer('fsyncdir', cb, () => fs.sync(), none),
+    truncate: (path: string, size: number, cb: FuseCb) =>
+      answer('truncate', cb, async () => fs.setattr(await resolveFresh(path), { size: BigInt(size) }), none),
+    ftruncate: (path: string, fd: number, size: number, cb: FuseCb) =>
+      answer('ftruncate', cb, async () => fs.setattr(await handleIno(fd, path), { size: BigInt(size) }), none),
+    readlink: (path: string, cb: FuseCb) =>
+      answer('readlink', cb, async () => fs.readlink(await resolveFresh(path)),
+        (t) => [new TextDecoder().decode(t)]),
+    chown: (path: string, uid: number, gid: number, cb: FuseCb) =>
+      answer('chown', cb, async () => {
+        // (uid_t)-1 / (gid_t)-1 mean "leave unchanged".
+        const set: { uid?: number; gid?: number } = {};
+        if (uid !== 0xffffffff && uid !== -1) set.uid = uid;
+        if (gid !== 0xffffffff && gid !== -1) set.gid = gid;
+        return fs.setattr(await resolveFresh(path), set);
+      }, none),
+    chmod: (path: string, mode: number, cb: FuseCb) =>
+      answer('chmod', cb, async () => {
+        const ino = await resolveFresh(path);
+        const a = await fs.getattr(ino);
+        return fs.setattr(ino, { mode: (a.mode & ~0o7777) | (mode & 0o7777) });
+      }, none),
+    // The binding passes the atime in both positions (see the header).
+    utimens: (path: string, atimeMs: number, _mtimeMs: number, cb: FuseCb) =>
+      answer('utimens', cb, async () => {
+        const t = msToTimespec(atimeMs);
+        return fs.setattr(await resolveFresh(path), { atime: t, mtime: t });
+      }, none),
+    mknod: (path: string, mode: number, dev: number, cb: FuseCb) =>
+      answer('mknod', cb, async () => {
+        const { dir, name } = await parentOf(path);
+        const a = await fs.mknod(dir, name, mode, dev, ctx);
+        paths.remember(path, a.ino);
+      }, none),
+    mkdir: (path: string, mode: number, cb: FuseCb) =>
+      answer('mkdir', cb, async () => {
+        const { dir, name } = await parentOf(path);
+        const a = await fs.mkdir(dir, name, mode, ctx);
+        paths.remember(path, a.ino);
+      }, none),
+    unlink: (path: string, cb: FuseCb) =>
+      answer('unlink', cb, async () => {
+        const { dir, name } = await parentOf(path);
+        try {
+          await fs.unlink(dir, name);
+        } finally {
+          paths.forget(path);
+        }
+      }, none),
+    rmdir: (path: string, cb: FuseCb) =>
+      answer('rmdir', cb, async () => {
+        const { dir, name } = await parentOf(path);
+        try {
+          await fs.rmdir(dir, name);
+        } finally {
+          paths.forget(path);
+        }
+      }, none),
+    rename: (src: string, dest: string, cb: FuseCb) =>
+      answer('rename', cb, async () => {
+        const from = await parentOf(src);
+        const to = await parentOf(dest);
+        try {
+          await fs.rename(from.dir, from.name, to.dir, to.name);
+        } finally {
+          paths.forget(src);
+          paths.forget(dest);
+        }
+      }, none),
+    link: (src: string, dest: string, cb: FuseCb) =>
+      answer('link', cb, async () => {
+        const ino = await resolveFresh(src);
+        const { dir, name } = await parentOf(dest);
+        const a = await fs.link(ino, dir, name);
+        paths.remember(dest, a.ino);
+      }, none),
+    // symlink(target, linkPath)
+    symlink: (target: string, linkPath: string, cb: FuseCb) =>
+      answer('symlink', cb, async () => {
+        const { dir, name } = await parentOf(linkPath);
+        const a = await fs.symlink(dir, name, nameBytes(target), ctx);
+        paths.remember(linkPath, a.ino);
+      }, none),
+    setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, cb: FuseCb) => {
+      const v = Uint8Array.prototype.slice.call(value);
+      // XATTR_CREATE 1, XATTR_REPLACE 2.
+      answer('setxattr', cb, async () =>
+        fs.setxattr(await resolveFresh(path), nameBytes(name), v, { create: (flags & 1) !== 0, replace: (flags & 2) !== 0 }),
+      none);
+    },
+    getxattr: (path: string, name: string, _position: number, cb: FuseCb) =>
+      answer('getxattr', cb, async () => fs.getxattr(await resolveFresh(path), nameBytes(name)),
+        (v) => [Buffer.from(v.buffer, v.byteOffset, v.byteLength)]),
+    listxattr: (path: string, cb: FuseCb) =>
+      answer('listxattr', cb, async () => fs.listxattr(await resolveFresh(path)),
+        (names) => [names.map((n) => new TextDecoder().decode(n))]),
+    removexattr: (path: string, name: string, cb: FuseCb) =>
+      answer('removexattr', cb, async () => fs.removexattr(await resolveFresh(path), nameBytes(name)), none),
+  };
+  return { ops, paths, openHandles: () => handles.size, errors };
+}
+
+/* ---- mounting -------------------------------------------------------------------- */
+
+/** The option string that rides in fsname (see the header). */
+export function fuseOptions(fsname: string): string {
+  const safe = fsname.replace(/[,\s\\]/g, '_') || 'scoutfs';
+  return [
+    safe, 'subtype=scoutfs', 'use_ino', 'hard_remove', 'default_permissions', 'allow_other',
+    'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0',
+    'big_writes', `max_write=${MAX_WRITE_BYTES}`,
+  ].join(',');
+}
+
+export interface FuseMount {
+  readonly mnt: string;
+  readonly adapter: Adapter;
+  readonly optionString: string;
+  /** Unmount (fusermount -uz) and stop the FUSE thread; idempotent. */
+  unmount(): Promise<void>;
+}
+
+export function loadFuse(): FuseCtor {
+  return require('fuse-native') as FuseCtor;
+}
+
+/** Mount `fs` at `mnt`; resolves once the kernel finished FUSE_INIT. */
+export async function mountFuse(mnt: string, fs: Fs, opts: AdapterOptions & { fsname?: string }): Promise<FuseMount> {
+  const Fuse = loadFuse();
+  const adapter = makeAdapter(fs, opts);
+  const optionString = fuseOptions(opts.fsname ?? 'scoutfs');
+  const fuse = new Fuse(mnt, adapter.ops, { fsname: optionString, maxRead: MAX_WRITE_BYTES, timeout: OP_TIMEOUT_MS });
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  let unmounting: Promise<void> | null = null;
+  return {
+    mnt,
+    adapter,
+    optionString,
+    unmount(): Promise<void> {
+      if (!unmounting) {
+        unmounting = new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+      }
+      return unmounting;
+    },
+  };
+}
