@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job, for now: make two sparse images (loop devices over them when
-# root), mkfs with two quorum slots, print the super block, the quorum config
-# and the root inode, then clean up.  Later steps mount nodes here.
+# The main job: make two sparse images (loop devices over them when root),
+# mkfs with two quorum slots, mount one node (root with FUSE), show
+# walk-inodes before and after touch + sync as in the scoutfs quick start,
+# unmount, then print the super block, the quorum config and the root inode
+# and fsck the volume.  Everything is cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/scoutfs-demo.XXXXXX)
@@ -30,6 +32,39 @@ fi
 
 echo "+ scoutfs mkfs -A -Q 0,127.0.0.1,7000 -Q 1,127.0.0.1,7001 $meta $data"
 ./bin/scoutfs mkfs -A -Q 0,127.0.0.1,7000 -Q 1,127.0.0.1,7001 "$meta" "$data"
+mnt=$work/mnt
+mkdir -p "$mnt"
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+  echo
+  echo "+ scoutfs mount -d -o quorum_slot_nr=0,metadev_path=$meta $data $mnt"
+  mounted=1
+  ./bin/scoutfs mount -d --log-file "$work/mount.log" --pid-file "$work/mount.pid" \
+    -o "quorum_slot_nr=0,metadev_path=$meta" "$data" "$mnt"
+  unmount() {
+    if [ -n "${mounted:-}" ]; then
+      umount "$mnt" 2>/dev/null || fusermount -u "$mnt" 2>/dev/null || true
+      for _ in $(seq 50); do [ -e "/proc/$(cat "$work/mount.pid" 2>/dev/null || echo 0)" ] || break; sleep 0.2; done
+      mounted=
+    fi
+  }
+  trap 'unmount; cleanup' EXIT INT TERM
+  echo "+ scoutfs walk-inodes meta_seq 0 -1 $mnt"
+  ./bin/scoutfs walk-inodes meta_seq 0 -1 "$mnt"
+  echo "+ touch $mnt/file; sync"
+  touch "$mnt/file"
+  ./bin/scoutfs sync "$mnt"
+  echo "+ scoutfs walk-inodes meta_seq 0 -1 $mnt"
+  ./bin/scoutfs walk-inodes meta_seq 0 -1 "$mnt"
+  echo "+ echo hello > $mnt/file; scoutfs stat $mnt/file"
+  echo hello > "$mnt/file"
+  ./bin/scoutfs sync "$mnt"
+  ./bin/scoutfs stat "$mnt/file"
+  echo "+ umount $mnt"
+  unmount
+else
+  echo "demo: not root or no /dev/fuse: skipping the mount"
+fi
+
 echo
 echo "+ scoutfs print $meta   (super block, quorum config and root inode)"
 ./bin/scoutfs print "$meta" > "$work/print.txt"
