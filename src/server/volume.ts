@@ -65,11 +65,17 @@ export async function readMetaSuper(dev: BlockDevice): Promise<Super> {
   if (dev.sizeBytes < SUPER_OFF + BigInt(SM_BLOCK_SIZE)) {
     throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', 'device too small to hold a super block');
   }
-  const b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
+  // Like every block read, a failed check is retried once from the device
+  // before it is reported: a transient bad read must not fail a mount.
+  let b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
+  let fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
+  if (fail) {
+    b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
+    fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
+  }
   if (getU32(b, 4) !== MAGIC.super) {
     throw new CorruptionError(dev.path, SUPER_BLKNO, 'magic', 'no scoutfs super block: not a scoutfs metadata device');
   }
-  const fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
   if (fail) throw new CorruptionError(dev.path, SUPER_BLKNO, fail.check, `super block: ${fail.detail}`);
   const sb = decodeSuper(b);
   if (sb.fmt_vers > FORMAT_VERSION_MAX) {

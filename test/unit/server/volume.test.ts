@@ -217,3 +217,16 @@ test('allocating past the end of the metadata device gives ENOSPC and loses noth
   void compareKeys;
   void btreeLookup;
 });
+
+test('a transient bad read of the super is retried once; a bad super on disk is refused', async () => {
+  const meta = mkfsMem();
+  const fdev = new FaultDevice(meta, new SeededRandom(3n));
+  fdev.corruptNextRead(65536n);
+  const vol = await ServerVolume.open(fdev, { ...OPTS, random: new SeededRandom(4n) });
+  vol.close();
+  assert.equal(fdev.counters.readsCorrupted, 1, 'the first read of the super was corrupted');
+  const b = await meta.read(65536n, 4096);
+  b[200] = b[200]! ^ 1;
+  await meta.write(65536n, b);
+  await assert.rejects(ServerVolume.open(meta, { ...OPTS, random: new SeededRandom(5n) }), /blkno 16: crc check failed/);
+});
