@@ -34,26 +34,9 @@ import { allocInvariants, type BlockImages } from '../../../src/alloc/meta.js';
 // btree tests: here the trees are checked whole at every commit.)
 allocInvariants.enabled = true;
 
-export class Rng {
-  private s: number;
-  constructor(readonly seed: number) {
-    this.s = (seed ^ 0x2545f491) >>> 0 || 1;
-  }
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return this.s;
-  }
-  int(n: number): number {
-    return this.u32() % n;
-  }
-  chance(p: number): boolean {
-    return this.u32() / 0x100000000 < p;
-  }
-}
+/** The btree tests' xorshift32 (deterministic from the seed). */
+import { Rng } from '../btree/util.js';
+export { Rng };
 
 /** Seeds for the randomized tests: SEED=n replays one. */
 export function seeds(n: number): number[] {

@@ -14,7 +14,7 @@ import { ONES_KEY, ZERO_KEY } from '../../../src/format/key.js';
 /** xorshift32; deterministic from the seed. */
 export class Rng {
   private s: number;
-  constructor(seed: number) {
+  constructor(readonly seed: number) {
     this.s = (seed ^ 0x2545f491) >>> 0 || 1;
   }
   u32(): number {
