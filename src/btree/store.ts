@@ -32,12 +32,11 @@
  * collapsed.  height 0 <=> empty tree with a zero ref; height h >= 1 means
  * the top block has level h-1.
  */
-import { BTREE_ROOT } from '../format/common.js';
-import { readRef, writeRef, type BlockRef } from '../format/block.js';
+import { readBtreeRoot as readRootFields, writeBtreeRoot as writeRootFields } from '../format/common.js';
+import type { BlockRef } from '../format/block.js';
 import type { BlockKind } from '../format/constants.js';
 import { BTREE_MAX_HEIGHT } from '../format/constants.js';
 import { CorruptionError } from '../format/errors.js';
-import { getU8, setU8 } from '../format/layout.js';
 
 export type { BlockRef } from '../format/block.js';
 export type { BlockKind } from '../format/constants.js';
@@ -80,8 +79,7 @@ export function sameRoot(a: BtreeRoot, b: BtreeRoot): boolean {
 
 /** Decode a 24-byte btree root (FORMAT.md 4.4) at b[off], validating it. */
 export function readBtreeRoot(b: Uint8Array, off: number, source = 'btree root'): BtreeRoot {
-  const ref = readRef(b, off + BTREE_ROOT.o('ref'));
-  const height = getU8(b, off + BTREE_ROOT.o('height'));
+  const { ref, height } = readRootFields(b, off);
   if (height > BTREE_MAX_HEIGHT) throw new CorruptionError(source, null, 'structure', `height ${height} > ${BTREE_MAX_HEIGHT}`);
   if ((height === 0) !== (ref.blkno === 0n)) {
     throw new CorruptionError(source, null, 'structure', `height ${height} with ref blkno ${ref.blkno}`);
@@ -89,8 +87,5 @@ export function readBtreeRoot(b: Uint8Array, off: number, source = 'btree root')
   return { ref, height };
 }
 
-export function writeBtreeRoot(b: Uint8Array, off: number, r: BtreeRoot): void {
-  writeRef(b, off + BTREE_ROOT.o('ref'), r.ref);
-  setU8(b, off + BTREE_ROOT.o('height'), r.height);
-  b.fill(0, off + BTREE_ROOT.o('pad'), off + BTREE_ROOT.size);
-}
+/** Encode a 24-byte btree root (src/format/common.ts owns the layout). */
+export const writeBtreeRoot: (b: Uint8Array, off: number, r: BtreeRoot) => void = writeRootFields;

@@ -58,6 +58,7 @@ import { FsError } from '../format/errors.js';
 import { NET_HEADER_SIZE, readNetHeader, netCmdName } from '../format/net.js';
 import { FakeClock, type Clock, type Timer } from '../runtime/clock.js';
 import { SeededRandom } from '../runtime/random.js';
+import { LazyHeap } from '../runtime/heap.js';
 import { SocketHandlers, splitAddr, type NetListener, type NetSocket, type Transport } from './transport.js';
 
 export interface LinkFaults {
@@ -91,54 +92,7 @@ interface SimEvent {
   live: boolean;
 }
 
-/** Binary heap on (t, seq). */
-class EventHeap {
-  private readonly h: SimEvent[] = [];
-
-  get size(): number {
-    return this.h.length;
-  }
-
-  peek(): SimEvent | undefined {
-    while (this.h.length > 0 && !this.h[0]!.live) this.pop();
-    return this.h[0];
-  }
-
-  push(e: SimEvent): void {
-    const h = this.h;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!less(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  pop(): SimEvent {
-    const h = this.h;
-    const top = h[0];
-    assert(top !== undefined);
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && less(h[l]!, h[m]!)) m = l;
-        if (r < h.length && less(h[r]!, h[m]!)) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
-}
-
+/** Events ordered by (t, seq): the seq breaks ties in scheduling order. */
 function less(a: SimEvent, b: SimEvent): boolean {
   return a.t < b.t || (a.t === b.t && a.seq < b.seq);
 }
@@ -256,7 +210,7 @@ export class Simulator {
   };
   events = 0;
 
-  private readonly heap = new EventHeap();
+  private readonly heap = new LazyHeap<SimEvent>(less);
   private nextEventSeq = 0;
   private nextSocketId = 1;
   private readonly endpoints = new Map<string, SimEndpoint>();

@@ -25,11 +25,12 @@
  * FakeClock is advanced by hand.  advance(ms) walks time forward to each
  * due timer in turn, so a timer sees nowMs() equal to its own due time, and
  * a timer set by a firing timer fires in the same advance() if it falls
- * due before the target.  Timers are kept in a binary heap ordered by
+ * due before the target.  Timers are kept in a binary heap (heap.ts) ordered by
  * (due, seq).  Timer callbacks that throw propagate out of advance(): in
  * the simulator that is a test failure, not something to swallow.
  */
 import assert from 'node:assert/strict';
+import { LazyHeap } from './heap.js';
 
 export interface Timer {
   /** Stop the timer; harmless after it fired or was cancelled. */
@@ -87,7 +88,7 @@ export const FAKE_WALL_START_SEC = 1_600_000_000n;
 export class FakeClock implements Clock {
   private now: number;
   private readonly wallStartSec: bigint;
-  private readonly heap: FakeTimer[] = [];
+  private readonly heap = new LazyHeap<FakeTimer>((a, b) => a.due < b.due || (a.due === b.due && a.seq < b.seq));
   private nextSeq = 0;
   /** Timers that have fired, for scenario assertions. */
   fired = 0;
@@ -110,19 +111,18 @@ export class FakeClock implements Clock {
   setTimer(ms: number, fn: () => void): Timer {
     assert(Number.isFinite(ms) && ms >= 0, `timer delay must be >= 0: ${ms}`);
     const t: FakeTimer = { due: this.now + ms, seq: this.nextSeq++, fn, live: true };
-    this.push(t);
+    this.heap.push(t);
     return { cancel: () => { t.live = false; } };
   }
 
   /** Live timers not yet fired. */
   pendingTimers(): number {
-    return this.heap.filter((t) => t.live).length;
+    return this.heap.liveCount();
   }
 
   /** Due time of the next live timer, or null. */
   nextDueMs(): number | null {
-    this.dropCancelled();
-    return this.heap.length > 0 ? this.heap[0]!.due : null;
+    return this.heap.peek()?.due ?? null;
   }
 
   /** Move time forward by ms, firing every timer that falls due on the way. */
@@ -130,10 +130,9 @@ export class FakeClock implements Clock {
     assert(Number.isFinite(ms) && ms >= 0, `advance must be >= 0: ${ms}`);
     const target = this.now + ms;
     for (;;) {
-      this.dropCancelled();
-      const t = this.heap[0];
+      const t = this.heap.peek();
       if (t === undefined || t.due > target) break;
-      this.pop();
+      this.heap.pop();
       this.now = t.due;
       t.live = false;
       this.fired++;
@@ -148,49 +147,5 @@ export class FakeClock implements Clock {
     if (due === null) return false;
     this.advance(due - this.now);
     return true;
-  }
-
-  /* binary heap on (due, seq) */
-
-  private less(a: FakeTimer, b: FakeTimer): boolean {
-    return a.due < b.due || (a.due === b.due && a.seq < b.seq);
-  }
-
-  private dropCancelled(): void {
-    while (this.heap.length > 0 && !this.heap[0]!.live) this.pop();
-  }
-
-  private push(t: FakeTimer): void {
-    const h = this.heap;
-    h.push(t);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.less(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  private pop(): FakeTimer {
-    const h = this.heap;
-    const top = h[0];
-    assert(top !== undefined, 'pop from an empty timer heap');
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
-        if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
   }
 }

@@ -302,15 +302,7 @@ export class Trans {
     assert(this.seq === 0n && !this.opening, 'openFirst twice');
     this.opening = true;
     try {
-      this.counters.getRpcs++;
-      this.trace('GET');
-      let lt: LogTrees;
-      try {
-        lt = await this.opts.server.getLogTrees();
-      } catch (e) {
-        this.counters.getFailures++;
-        throw e;
-      }
+      const lt = await this.sendGet();
       this.validateGot(lt, 0n);
       const fw = await ForestWriter.open(this.opts.images, lt, { bounds: this.opts.bounds });
       this.assertLive();
@@ -585,15 +577,7 @@ export class Trans {
     }
     // Step 9: open the next transaction.
     this.step = 'get';
-    this.counters.getRpcs++;
-    this.trace('GET');
-    let lt: LogTrees;
-    try {
-      lt = await this.opts.server.getLogTrees();
-    } catch (e) {
-      this.counters.getFailures++;
-      throw e;
-    }
+    const lt = await this.sendGet();
     this.validateGot(lt, this.seq);
     const next = await ForestWriter.open(this.opts.images, lt, { bounds: this.opts.bounds });
     this.install(lt, next);
@@ -615,6 +599,18 @@ export class Trans {
   }
 
   /** A GET response is bytes from the network: check what the protocol promises. */
+  /** One GET_LOG_TREES, counted and traced; a failure is counted and rethrown. */
+  private async sendGet(): Promise<LogTrees> {
+    this.counters.getRpcs++;
+    this.trace('GET');
+    try {
+      return await this.opts.server.getLogTrees();
+    } catch (e) {
+      this.counters.getFailures++;
+      throw e;
+    }
+  }
+
   private validateGot(lt: LogTrees, prevSeq: bigint): void {
     const bad = (detail: string): CorruptionError => new CorruptionError('GET_LOG_TREES response', null, 'structure', detail);
     if (this.opts.rid !== undefined && lt.rid !== this.opts.rid) throw bad(`lt of rid ${lt.rid}, we are ${this.opts.rid}`);
