@@ -66,6 +66,16 @@
  * the store that the BlockStore contract does not have, and the
  * transaction layer already refuses to start work it cannot finish, 4.3).
  *
+ * Order of the btree operations.  A change inserts the items of the new
+ * extents (a remainder, a merged extent) before it deletes those of the
+ * extents it replaces.  Their keys never collide: a new extent either ends
+ * where no extent ends, or ends where a replaced one does with a different
+ * length, and both keyings carry the length.  Deleting first would empty
+ * the root leaf of an allocator holding a single extent (the common case
+ * for a mount's data_avail): the leaf is freed, and the insert that follows
+ * allocates and zeroes a new 64 KiB block, on every data allocation.
+ * total_len is adjusted by each primitive, so it ends the same either way.
+ *
  * Left out: data allocation zones (PROTOCOL.md 7.4) belong to the server's
  * data refill, which can call allocAt() with the ranges it prefers.
  */
@@ -261,8 +271,10 @@ export async function extentAlloc(store: BlockStore, ar: AllocRoot, count: bigin
   }
   checkTotal(ar, ext.len, opts);
   await verifyExtent(store, ar, ext, 'order', opts);
-  await removeExtent(store, ar, ext);
+  // The remainder goes in before the extent comes out (see "Order of the
+  // btree operations" above).
   if (ext.len > len) await insertExtent(store, ar, { start: ext.start + len, len: ext.len - len }, opts);
+  await removeExtent(store, ar, ext);
   extentCounters.allocs++;
   if (len < count) extentCounters.shortAllocs++;
   return { start: ext.start, len };
@@ -306,9 +318,9 @@ export async function extentAllocAt(store: BlockStore, ar: AllocRoot, start: big
   }
   checkTotal(ar, e.len, opts);
   await verifyExtent(store, ar, e, 'blkno', opts);
-  await removeExtent(store, ar, e);
   if (e.start < start) await insertExtent(store, ar, { start: e.start, len: start - e.start }, opts);
   if (end(e) > end(want)) await insertExtent(store, ar, { start: end(want) + 1n, len: end(e) - end(want) }, opts);
+  await removeExtent(store, ar, e);
   extentCounters.allocAts++;
 }
 
@@ -335,17 +347,19 @@ export async function extentFree(store: BlockStore, ar: AllocRoot, start: bigint
   if (mergeLeft !== null) await verifyExtent(store, ar, mergeLeft, 'blkno', opts);
   if (mergeRight !== null) await verifyExtent(store, ar, mergeRight, 'blkno', opts);
   let merged = e;
+  if (mergeLeft !== null) merged = { start: mergeLeft.start, len: merged.len + mergeLeft.len };
+  if (mergeRight !== null) merged = { start: merged.start, len: merged.len + mergeRight.len };
+  // The merged extent goes in before its neighbours come out (see "Order
+  // of the btree operations" above).
+  await insertExtent(store, ar, merged, opts);
   if (mergeLeft !== null) {
     await removeExtent(store, ar, mergeLeft);
-    merged = { start: mergeLeft.start, len: merged.len + mergeLeft.len };
     extentCounters.mergeLeft++;
   }
   if (mergeRight !== null) {
     await removeExtent(store, ar, mergeRight);
-    merged = { start: merged.start, len: merged.len + mergeRight.len };
     extentCounters.mergeRight++;
   }
-  await insertExtent(store, ar, merged, opts);
   extentCounters.frees++;
 }
 

@@ -70,7 +70,7 @@ export function dirtyBlock(
     cache.unmap(existing);
   }
   const k = cache.allocSlot();
-  cache.beginDirty(k, dev, blkno, kind, seq, fsid);
+  cache.beginDirty(k, dev, blkno, kind, seq, fsid, copyFrom === undefined);
   const data = cache.view(k);
   if (copyFrom !== undefined) data.set(copyFrom);
   writeHeader(data, { magic: MAGIC[kind], fsid, seq, blkno });

@@ -120,6 +120,23 @@ export function copyBytes(dst: Uint8Array, doff: number, src: Uint8Array, soff: 
   for (let i = 0; i < len; i++) dst[doff + i] = src[soff + i]!;
 }
 
+const ZEROS = new Uint8Array(LG_BLOCK_SIZE);
+
+/**
+ * Zero [start, end) of b.  Block images live in the cache's
+ * SharedArrayBuffer, where V8's TypedArray fill() takes a slow element-wise
+ * path (measured: 48 us for 64 KiB against 2.2 us on an ArrayBuffer), while
+ * set() from an ordinary zero buffer is a memcpy (3.5 us).  Short ranges
+ * loop, like copyBytes.
+ */
+export function zeroBytes(b: Uint8Array, start: number, end: number): void {
+  if (end - start > 64) {
+    for (let at = start; at < end; at += ZEROS.length) b.set(ZEROS.subarray(0, Math.min(ZEROS.length, end - at)), at);
+    return;
+  }
+  for (let i = start; i < end; i++) b[i] = 0;
+}
+
 /** An all-zero item seq (parents, and most server trees). */
 export const ZERO_SEQ_BYTES: Uint8Array = new Uint8Array(8);
 
@@ -146,7 +163,7 @@ function corrupt(b: Uint8Array, detail: string): CorruptionError {
 /** Make b an empty block of this level (header bytes 0..31 untouched). */
 export function initBlock(b: Uint8Array, level: number): void {
   assert(level >= 0 && level < 20, `btree level ${level}`);
-  b.fill(0, B_PAYLOAD);
+  zeroBytes(b, B_PAYLOAD, b.length);
   w16(b, B_MID_FREE, areaOf(level));
   b[B_LEVEL] = level;
 }
@@ -185,12 +202,12 @@ export function compactValues(b: Uint8Array): void {
       b.copyWithin(to, vo, vo + len);
       w16(b, off + I_VAL_OFF, to);
     }
-    b.fill(0, to + len, to + space);
+    zeroBytes(b, to + len, to + space);
     top = to;
   }
   const end = itemOffAt(nr);
   assert(top >= end);
-  b.fill(0, end, top);
+  zeroBytes(b, end, top);
   w16(b, B_MID_FREE, top - end);
   assert.equal(valEndOf(blockLevel(b)) - top, totalItemBytes(b) - BTREE_ITEM_SIZE * nr, 'compact: value bytes disagree with total_item_bytes');
 }
@@ -276,7 +293,7 @@ export function deleteItem(b: Uint8Array, off: number): number {
   const vlen = itemValLen(b, off);
   if (vlen > 0) {
     const vo = itemValOff(b, off);
-    b.fill(0, vo, vo + round8(vlen));
+    zeroBytes(b, vo, vo + round8(vlen));
   }
   const leaf = blockLevel(b) === 0;
   if (leaf) leafHashDelete(b, off);
@@ -289,7 +306,7 @@ export function deleteItem(b: Uint8Array, off: number): number {
     if (leaf) leafHashMove(b, last, off);
     moved = last;
   }
-  b.fill(0, last, last + BTREE_ITEM_SIZE);
+  zeroBytes(b, last, last + BTREE_ITEM_SIZE);
   w16(b, B_NR_ITEMS, nr - 1);
   w16(b, B_MID_FREE, midFreeLen(b) + BTREE_ITEM_SIZE);
   w16(b, B_TOTAL, totalItemBytes(b) - itemBytes(vlen));
@@ -317,7 +334,7 @@ export function setItemValue(b: Uint8Array, off: number, vsrc: Uint8Array, vo: n
     for (let i = oldOff + vlen; i < oldOff + oldSpace; i++) b[i] = 0;
     w16(b, off + I_VAL_LEN, vlen);
   } else {
-    if (oldLen > 0) b.fill(0, oldOff, oldOff + oldSpace);
+    if (oldLen > 0) zeroBytes(b, oldOff, oldOff + oldSpace);
     carveValue(b, off, vsrc, vo, vlen);
   }
   w16(b, B_TOTAL, totalItemBytes(b) + space - oldSpace);

@@ -128,8 +128,11 @@ export function leafHashMove(b: Uint8Array, from: number, to: number): void {
   assert.fail(`leaf hash: moved item ${from} not found`);
 }
 
+/** The cleared table, copied in with set(): fill() is slow on SharedArrayBuffer images (inblock.ts zeroBytes). */
+const EMPTY_TABLE = new Uint8Array(2 * NR);
+
 export function leafHashClear(b: Uint8Array): void {
-  b.fill(0, LEAF_HASH_OFF, LEAF_HASH_OFF + 2 * NR);
+  b.set(EMPTY_TABLE, LEAF_HASH_OFF);
 }
 
 /** Number of non-zero buckets (cheap structural sanity check on adopt). */

@@ -32,6 +32,16 @@
  * worker retry a failed build without writing an item twice (a delta
  * would be counted twice).
  *
+ * Batches (writeItems, what the commit worker uses).  A transaction's
+ * dirty items arrive sorted, so they are merged into the log btree leaf by
+ * leaf (src/btree/merge.ts, deletions stored) instead of one root-to-leaf
+ * walk each: the result is what writeItem on each item, in order, gives.
+ * Bloom bits go first for the whole batch.  A delta's sum with what the
+ * log tree holds is computed once per item and remembered, so a batch
+ * that failed part way (the tree then holds a prefix of it, each leaf
+ * whole) can be written again as a whole: every item is then a replace by
+ * the same key, value, seq and flags, and no delta counts twice.
+ *
  * Life cycle.  open() reads the allocator's list blocks; the writer takes
  * items and srch entries until close(), after which the commit worker
  * writes the dirty blocks; any later use asserts.  A writer whose
@@ -44,19 +54,20 @@
  */
 import assert from 'node:assert/strict';
 import { btreeForce, btreeLookup } from '../btree/btree.js';
+import { btreeMerge, type MergeItem } from '../btree/merge.js';
 import { MetaAllocator, type BlockImages } from '../alloc/meta.js';
 import type { BlknoBounds } from '../alloc/extent.js';
 import { BTREE_ITEM_FLAG_DELETION } from '../format/btree.js';
 import { BTREE_MAX_VAL_LEN } from '../format/constants.js';
 import { CorruptionError } from '../format/errors.js';
 import { ZONE } from '../format/items.js';
-import type { Key } from '../format/key.js';
+import { compareKeys, type Key } from '../format/key.js';
 import { getU64, setU64 } from '../format/layout.js';
 import { LOG_TREES_FLAG_FINALIZED, type LogTrees } from '../format/logtrees.js';
 import type { SrchEntry } from '../format/srch.js';
 import { BloomWriter } from './bloom.js';
 import { isForestZone, lockStartKey } from './lockkeys.js';
-import { SrchLogWriter } from './srch.js';
+import { SrchLogWriter } from '../srch/file.js';
 
 export interface ForestWriteItem {
   key: Key;
@@ -88,6 +99,8 @@ export class ForestWriter {
   private readonly bloom: BloomWriter;
   private readonly srch: SrchLogWriter;
   private closed = false;
+  /** A delta item's value as written: its sum with the log tree's item (writeItems). */
+  private readonly deltaSums = new WeakMap<ForestWriteItem, Uint8Array>();
 
   private constructor(readonly lt: LogTrees, readonly alloc: MetaAllocator) {
     this.bloom = new BloomWriter(alloc, lt.bloom_ref);
@@ -143,6 +156,56 @@ export class ForestWriter {
     }
     if (it.seq > this.lt.max_item_seq) this.lt.max_item_seq = it.seq;
     this.counters.items++;
+  }
+
+  /**
+   * Write a batch of dirty items (commit time, keys strictly increasing):
+   * the same result as writeItem on each in order, merged leaf by leaf.
+   * After a failure the batch may be written again as a whole (see the
+   * header).
+   */
+  async writeItems(items: readonly ForestWriteItem[]): Promise<void> {
+    this.assertOpen();
+    if (items.length === 0) return;
+    let maxSeq = this.lt.max_item_seq;
+    let prevLock: Key | null = null;
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      assert(isForestZone(it.key.zone), `zone ${it.key.zone} items do not go into log trees`);
+      assert(it.seq >= this.lt.get_trans_seq, `item seq ${it.seq} older than the transaction ${this.lt.get_trans_seq} (4.13 (8))`);
+      assert(i === 0 || compareKeys(items[i - 1]!.key, it.key) < 0, 'a batch of items in strictly increasing key order');
+      assert(it.deletion || it.val.length <= BTREE_MAX_VAL_LEN, `item value of ${it.val.length} bytes`);
+      if (it.seq > maxSeq) maxSeq = it.seq;
+      // Sorted items share lock ranges in runs: set each run's bits once.
+      const lock = lockStartKey(it.key);
+      if (prevLock === null || compareKeys(prevLock, lock) !== 0) await this.bloom.setLockBits(lock);
+      prevLock = lock;
+    }
+    const root = this.lt.item_root;
+    for (const it of items) {
+      if (!it.delta || it.deletion || this.deltaSums.has(it)) continue;
+      assert(it.key.zone === ZONE.XATTR_TOTL && it.val.length === 16, 'deltas are 16-byte xattr totl items');
+      let val = it.val;
+      const old = await btreeLookup(this.alloc, root, it.key);
+      if (old !== null && (old.flags & BTREE_ITEM_FLAG_DELETION) === 0) {
+        if (old.val.length !== 16) throw new CorruptionError('log tree', null, 'structure', `xattr totl item of ${old.val.length} bytes`);
+        val = new Uint8Array(16);
+        setU64(val, 0, BigInt.asUintN(64, getU64(old.val, 0) + getU64(it.val, 0)));
+        setU64(val, 8, BigInt.asUintN(64, getU64(old.val, 8) + getU64(it.val, 8)));
+        this.counters.deltasCombined++;
+      }
+      this.deltaSums.set(it, val);
+    }
+    const empty = new Uint8Array(0);
+    const merged: MergeItem[] = items.map((it) => it.deletion
+      ? { key: it.key, val: empty, seq: it.seq, flags: BTREE_ITEM_FLAG_DELETION }
+      : { key: it.key, val: it.delta ? this.deltaSums.get(it)! : it.val, seq: it.seq, flags: 0 });
+    await btreeMerge(this.alloc, root, merged, { deletions: 'store' });
+    if (maxSeq > this.lt.max_item_seq) this.lt.max_item_seq = maxSeq;
+    for (const it of items) {
+      if (it.deletion) this.counters.deletions++;
+      this.counters.items++;
+    }
   }
 
   /** Log a .srch. xattr creation or deletion (under a transaction hold). */

@@ -178,6 +178,14 @@ export class ItemCache {
   };
   private readonly pages: Page[] = [];
   private readonly lru = new Map<Page, true>();
+  /**
+   * Hints, never trusted for more than they say: the page pageOf() last
+   * returned (checked against k before use; cleared when it leaves the
+   * page list) and the page at the tail of the lru (a touch of it is a
+   * no-op).  Most operations hit the page the previous one did.
+   */
+  private lastPage: Page | null = null;
+  private lruTail: Page | null = null;
   private readonly dirtySet = new Set<CachedItem>();
   private totalBytes = 0;
   private dirtyBytesNow = 0;
@@ -441,6 +449,8 @@ export class ItemCache {
     this.gen++;
     this.pages.length = 0;
     this.lru.clear();
+    this.lastPage = null;
+    this.lruTail = null;
     this.dirtySet.clear();
     this.totalBytes = 0;
     this.dirtyBytesNow = 0;
@@ -479,6 +489,8 @@ export class ItemCache {
       if (pd > 0) dirtyPages++;
     }
     assert.equal(this.lru.size, this.pages.length);
+    assert(this.lastPage === null || this.pages.includes(this.lastPage), 'the last page hint is not a cached page');
+    assert(this.lruTail === null || [...this.lru.keys()].pop() === this.lruTail, 'the lru tail hint is not the lru tail');
     assert.equal(this.totalBytes, bytes, 'total bytes');
     assert.equal(this.dirtyBytesNow, dirtyBytes, 'dirty bytes');
     assert.equal(this.dirtySet.size, dirty, 'dirty set');
@@ -522,8 +534,12 @@ export class ItemCache {
   }
 
   private pageOf(k: Key): Page | null {
+    const last = this.lastPage;
+    if (last !== null && compareKeys(k, last.start) >= 0 && compareKeys(k, last.end) <= 0) return last;
     const i = this.pageIndex(k);
-    return i < 0 ? null : this.pages[i]!;
+    if (i < 0) return null;
+    this.lastPage = this.pages[i]!;
+    return this.lastPage;
   }
 
   private find(p: Page, k: Key): CachedItem | null {
@@ -533,8 +549,10 @@ export class ItemCache {
   }
 
   private touch(p: Page): void {
+    if (this.lruTail === p) return;
     this.lru.delete(p);
     this.lru.set(p, true);
+    this.lruTail = p;
   }
 
   /** The page containing k, reading (or, WRITE_ONLY, assuming) its range on a miss. */
@@ -611,6 +629,7 @@ export class ItemCache {
     assert(i === this.pages.length || compareKeys(p.end, this.pages[i]!.start) < 0, 'new page overlaps its successor');
     this.pages.splice(i, 0, p);
     this.lru.set(p, true);
+    this.lruTail = p;
     this.totalBytes += p.bytes;
     this.counters.pagesInserted++;
     if (p.items.length > this.maxPageItems) this.split(p);
@@ -631,6 +650,7 @@ export class ItemCache {
     this.totalBytes += PAGE_COST;
     this.pages.splice(i + 1, 0, right);
     this.lru.set(right, true);
+    this.lruTail = right;
     this.counters.pageSplits++;
     if (p.items.length > this.maxPageItems) this.split(p);
     if (right.items.length > this.maxPageItems) this.split(right);
@@ -714,6 +734,8 @@ export class ItemCache {
     assert.equal(p.dirty, 0, 'dropping a page with dirty items');
     this.pages.splice(i, 1);
     this.lru.delete(p);
+    if (this.lastPage === p) this.lastPage = null;
+    if (this.lruTail === p) this.lruTail = null;
     this.totalBytes -= p.bytes;
   }
 

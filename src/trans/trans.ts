@@ -45,10 +45,12 @@
  * acknowledged and the items marked clean.  A retry resumes at the first
  * unfinished step; the COMMIT is re-sent on every retry, byte for byte the
  * same, with the same get_trans_seq (the server acknowledges a COMMIT it
- * has already applied, 4.7).  Items are never written into the log btree
- * twice (a delta would count twice) and the allocator is never used after
- * the blocks were written.  If a re-sent COMMIT that the server had
- * already acknowledged now fails, we go on to the GET anyway: the
+ * has already applied, 4.7).  The items go into the log btree as one batch
+ * (ForestWriter.writeItems); a batch that failed part way is written again
+ * whole, which the writer makes a replace of the same bytes (a delta's sum
+ * is computed once, so it never counts twice), and the allocator is never
+ * used after the blocks were written.  If a re-sent COMMIT that the server
+ * had already acknowledged now fails, we go on to the GET anyway: the
  * acknowledgement was durable (4.11), and the server may have opened the
  * next transaction meanwhile (a GET that failed after its change rode
  * along with a later server commit, 13.10), after which it rejects any
@@ -533,16 +535,16 @@ export class Trans {
     const fw = this.fw;
     assert(fw !== null);
     if (a.payload === null) {
-      // Step 2: the dirty items, sorted, into the log btree (each once).
+      // Step 2: the dirty items, sorted, into the log btree as one batch
+      // (merged leaf by leaf).  A batch that failed part way is written
+      // again whole: the writer makes that a replace of the same bytes.
       this.step = 'items';
       a.items ??= this.opts.items.dirtySnapshot();
-      for (const it of a.items) {
-        if (a.written.has(it)) continue;
-        assert(it.seq >= this.seq, 'a dirty item carries an older transaction seq');
-        await fw.writeItem(it);
-        a.written.add(it);
-        this.counters.itemsWritten++;
-      }
+      const todo = a.items.filter((it) => !a.written.has(it));
+      for (const it of todo) assert(it.seq >= this.seq, 'a dirty item carries an older transaction seq');
+      await fw.writeItems(todo);
+      for (const it of todo) a.written.add(it);
+      this.counters.itemsWritten += todo.length;
       // Step 4: the allocator and the forest are done; this is the lt COMMIT carries.
       a.payload = fw.close();
       assert.equal(a.payload.get_trans_seq, this.seq, 'the COMMIT carries the GET seq');
