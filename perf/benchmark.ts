@@ -4,7 +4,8 @@
  *   node dist/perf/benchmark.js [--quick] [--micro-only | --e2e-only]
  *        [--json FILE] [--baseline FILE] [--rewrite-baseline] [--noise PCT]
  *        [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]
- *        [--targets ext4,fuse-passthrough]
+ *        [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio]
+ *        [--profile DIR]
  *        [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]
  *
  * It owns the order of a run and its outputs: micro benchmarks (micro.ts),
@@ -17,8 +18,10 @@
  *
  * Sizes.  Full: 10k files per client, 1 GiB stream, fio 10 s per pattern
  * on a 256 MiB file, benchmark.js 3 s per micro benchmark, 1M-item btree;
- * about 3 minutes on the 2-core machine.  --quick: 2k files, 256 MiB, 3 s,
- * 0.5 s, 100k items; about a minute.  Explicit flags override either.
+ * about 5 minutes on the 2-core machine with the three e2e targets.
+ * --quick: 2k files, 256 MiB, 3 s, 0.5 s, 100k items; about a minute.
+ * Explicit flags override either.  After the e2e targets the scoutfs
+ * ratios to the other targets are added as metrics (results.ts e2eRatios).
  *
  * Exit code: 0, or 1 when a target failed (errors section), or with
  * --fail-on-regression when the baseline comparison flagged a regression;
@@ -30,10 +33,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installProcessHooks } from '../harness/cleanup.js';
 import { runBtreeSuite } from './btree-suite.js';
-import { runE2E } from './e2e.js';
+import { runE2E, WORKLOADS, type Workload } from './e2e.js';
 import { runMicro } from './micro.js';
 import {
   compare,
+  e2eRatios,
   hostInfo,
   readBaseline,
   renderComparison,
@@ -58,6 +62,8 @@ interface Args {
   noBtree: boolean;
   btreeItems: number | null;
   targets: string[] | null;
+  workloads: Workload[] | null;
+  profileDir: string | null;
   base: string;
   files: number | null;
   streamMiB: number | null;
@@ -69,7 +75,7 @@ function usage(msg?: string): never {
   process.stderr.write(
     'usage: node dist/perf/benchmark.js [--quick] [--micro-only|--e2e-only] [--json FILE] [--baseline FILE]\n' +
       '       [--rewrite-baseline] [--noise PCT] [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]\n' +
-      '       [--targets ext4,fuse-passthrough,scoutfs]\n' +
+      '       [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio] [--profile DIR]\n' +
       '       [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]\n',
   );
   process.exit(2);
@@ -80,7 +86,7 @@ function parse(argv: string[]): Args {
     quick: false, microOnly: false, e2eOnly: false,
     json: join(REPO, 'perf', 'results', 'latest.json'),
     baseline: join(REPO, 'perf', 'baseline.json'),
-    rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, noBtree: false, btreeItems: null, targets: null,
+    rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, noBtree: false, btreeItems: null, targets: null, workloads: null, profileDir: null,
     base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null,
   };
   const num = (flag: string, v: string | undefined): number => {
@@ -107,6 +113,8 @@ function parse(argv: string[]): Args {
       case '--no-btree': a.noBtree = true; break;
       case '--btree-items': a.btreeItems = num(f, argv[++i]); break;
       case '--targets': a.targets = v().split(',').filter(Boolean); break;
+      case '--workloads': a.workloads = v().split(',').filter(Boolean) as Workload[]; break;
+      case '--profile': a.profileDir = resolve(v()); break;
       case '--base': a.base = resolve(v()); break;
       case '--files': a.files = num(f, argv[++i]); break;
       case '--stream-mib': a.streamMiB = num(f, argv[++i]); break;
@@ -118,6 +126,7 @@ function parse(argv: string[]): Args {
   }
   if (a.microOnly && a.e2eOnly) usage('--micro-only and --e2e-only exclude each other');
   for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs'].includes(t)) usage(`unknown target ${t}`);
+  for (const w of a.workloads ?? []) if (!(WORKLOADS as readonly string[]).includes(w)) usage(`unknown workload ${w} (known: ${WORKLOADS.join(',')})`);
   return a;
 }
 
@@ -139,7 +148,10 @@ async function main(): Promise<number> {
     createdAt: new Date().toISOString(),
     mode: args.quick ? 'quick' : 'full',
     host: hostInfo(),
-    params: { ...p, microOnly: args.microOnly, e2eOnly: args.e2eOnly, noFio: args.noFio, targets: (args.targets ?? ['all']).join(',') },
+    params: {
+      ...p, microOnly: args.microOnly, e2eOnly: args.e2eOnly, noFio: args.noFio,
+      targets: (args.targets ?? ['all']).join(','), workloads: (args.workloads ?? ['all']).join(','),
+    },
     metrics: [],
     skips: [],
     notes: [],
@@ -180,14 +192,18 @@ async function main(): Promise<number> {
       fioSeconds: p.fioSeconds,
       noFio: args.noFio,
       targets: args.targets,
+      workloads: args.workloads,
+      profileDir: args.profileDir,
       progress,
       replayArgv: ['node', join(REPO, 'dist', 'perf', 'benchmark.js'), '--e2e-only', ...(args.quick ? ['--quick'] : []),
-        ...(args.targets ? ['--targets', args.targets.join(',')] : [])],
+        ...(args.targets ? ['--targets', args.targets.join(',')] : []),
+        ...(args.workloads ? ['--workloads', args.workloads.join(',')] : [])],
     });
     report.metrics.push(...e.metrics);
     report.skips.push(...e.skips);
     report.notes.push(...e.notes);
     report.errors.push(...e.errors);
+    report.metrics.push(...e2eRatios(report.metrics));
   }
   report.durationMs = Date.now() - t0;
 

@@ -2,36 +2,65 @@
  * perf/e2e.ts owns the end-to-end targets and runs every workload
  * (workloads.ts) against each, in one run:
  *
- *   scoutfs            our mount.  Not mountable yet: reported as
- *                      "scoutfs: not mountable yet, skipped".  When the node
- *                      daemon can mount, it becomes a target like the
- *                      others (format a loop device, start the daemon
- *                      through harness/proc, wait for its FUSE mount).
  *   ext4               mkfs.ext4 on a sparse image on a loop device (root).
  *   fuse-passthrough   perf/fuse-passthrough.ts (fuse-native) mirroring a
  *                      tmpfs directory (a plain directory when not root).
+ *   scoutfs            our mount: two sparse images (metadata, data) on
+ *                      loop devices, `scoutfs mkfs -A -f -Q 0,127.0.0.1,PORT`,
+ *                      then `scoutfs mount -o metadev_path=META,
+ *                      quorum_slot_nr=0 DATA MNT` as a child process (the
+ *                      daemon), ready when its FUSE mount is in /proc/mounts
+ *                      and it logged "mounted ".  The sequential read runs
+ *                      after the caches were dropped AND the daemon was
+ *                      stopped (SIGTERM: commit, unmount) and started
+ *                      again, so neither the kernel nor the daemon holds
+ *                      the file.  The run ends with a clean stop (exit 0)
+ *                      and a clean `scoutfs fsck` of both devices, or the
+ *                      target fails.  With --profile DIR the daemon runs under
+ *                      `node --cpu-prof --cpu-prof-dir=DIR` (one .cpuprofile
+ *                      per daemon process, written when it exits).
+ *
+ * The workloads run in client processes (workloads.ts), never in the
+ * process that serves a FUSE mount: a synchronous syscall on a mount served
+ * by the same process would deadlock it.  Here every daemon is a child.
  *
  * Each target is one harness run (harness/runner.ts) with its own run
  * folder under the base directory and its own cleanup registry, so its
- * loop device, mounts and daemon are gone before the next target starts
+ * loop devices, mounts and daemon are gone before the next target starts
  * (the machine has 2 cores; targets never overlap) and whatever happens
  * (error, timeout, ^C) they are torn down: client processes first, then the
  * FUSE unmount while the daemon still runs, then the daemon, the tmpfs,
- * the ext4 mount, the loop device.  A failed target keeps its image and
- * run folder, is reported in `errors`, and the other targets still run.
+ * the ext4 mount, the loop devices.  A failed target keeps its images and
+ * run folder, is reported in `errors` (with the tail of its daemon log),
+ * and the other targets still run.
+ *
+ * Order: ext4, fuse-passthrough, scoutfs, so scoutfs/passthrough ratios
+ * come from the same run.  The quorum port (42300) is only written by
+ * mkfs today: the single-node mount runs its server in process and does
+ * not listen on it.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findMount, unmount } from '../harness/cleanup.js';
-import { logMatches, mountAppears, startProc } from '../harness/proc.js';
+import { logMatches, mountAppears, startProc, type NodeProc } from '../harness/proc.js';
 import { runScenario, type RunContext, type Scenario } from '../harness/runner.js';
-import { isRoot, which } from '../harness/sys.js';
+import { isRoot, sh, trySh, which } from '../harness/sys.js';
 import type { Metric, Skip } from './results.js';
 import { fioAvailable, fioWorkload, metaWorkload, streamWorkload } from './workloads.js';
 
 const PASSTHROUGH = join(dirname(fileURLToPath(import.meta.url)), 'fuse-passthrough.js');
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SCOUTFS_CLI = join(REPO, 'bin', 'scoutfs');
+const SCOUTFS_BUILT = join(REPO, 'dist', 'src', 'mount', 'mount.js');
 const GiB = 2 ** 30;
+/** mkfs's quorum slot 0 port: above the ranges other tests use. */
+export const SCOUTFS_QUORUM_PORT = 42300;
+
+/** The workload groups runWorkloads knows, in run order. */
+export const WORKLOADS = ['meta', 'meta2', 'stream', 'fio'] as const;
+export type Workload = (typeof WORKLOADS)[number];
 
 export interface E2EOptions {
   baseDir: string;
@@ -42,6 +71,10 @@ export interface E2EOptions {
   noFio: boolean;
   /** Only these targets (default all). */
   targets: string[] | null;
+  /** Only these workloads (default all). */
+  workloads: Workload[] | null;
+  /** Run the scoutfs daemon under --cpu-prof, profiles written here. */
+  profileDir: string | null;
   progress: (line: string) => void;
   replayArgv: string[];
 }
@@ -57,26 +90,37 @@ function metric(id: string, name: string, target: string, value: number, unit: s
   return { id: `e2e.${id}.${target}`, group: 'e2e', name, target, value, unit, higherIsBetter: true, ...(note ? { note } : {}) };
 }
 
-/** Every workload against `dir`, appending to `out`. */
-async function runWorkloads(ctx: RunContext, dir: string, target: string, o: E2EOptions, out: E2EOutcome): Promise<void> {
+/**
+ * Every workload against `dir`, appending to `out`.  `beforeRead` runs
+ * before the cold sequential read, after the caches were dropped.
+ */
+async function runWorkloads(
+  ctx: RunContext, dir: string, target: string, o: E2EOptions, out: E2EOutcome, beforeRead?: () => Promise<void>,
+): Promise<void> {
   const say = (s: string): void => o.progress(`${target}: ${s}`);
+  const want = (w: Workload): boolean => o.workloads === null || o.workloads.includes(w);
   const t = 600_000;
   for (const clients of [1, 2]) {
-    say(`metadata: ${clients} client(s) x ${o.files} files: create, stat, unlink`);
-    const m = await metaWorkload(ctx.registry, dir, clients, o.files, t);
     const tag = clients === 1 ? 'meta' : 'meta2';
+    if (!want(tag)) continue;
+    say(`metadata: ${clients} client(s) x ${o.files} files: create, stat, readdir, unlink`);
+    const m = await metaWorkload(ctx.registry, dir, clients, o.files, t);
     const who = clients === 1 ? '1 proc' : `${clients} procs`;
     out.metrics.push(metric(`${tag}.create`, `create (${who})`, target, m.create, 'files/s'));
     out.metrics.push(metric(`${tag}.stat`, `stat (${who})`, target, m.stat, 'files/s'));
+    out.metrics.push(metric(`${tag}.readdir`, `readdir ${o.files} entries (${who})`, target, m.readdir, 'entries/s'));
     out.metrics.push(metric(`${tag}.unlink`, `unlink (${who})`, target, m.unlink, 'files/s'));
-    say(`metadata ${who}: create ${m.create.toFixed(0)}/s stat ${m.stat.toFixed(0)}/s unlink ${m.unlink.toFixed(0)}/s`);
+    say(`metadata ${who}: create ${m.create.toFixed(0)}/s stat ${m.stat.toFixed(0)}/s readdir ${m.readdir.toFixed(0)} entries/s unlink ${m.unlink.toFixed(0)}/s`);
   }
-  say(`streaming: write ${o.streamMiB} MiB + fsync, drop caches, read`);
-  const s = await streamWorkload(ctx.registry, dir, o.streamMiB, t);
-  out.metrics.push(metric('stream.write', `seq write ${o.streamMiB} MiB + fsync`, target, s.writeMBps, 'MB/s'));
-  out.metrics.push(metric('stream.read', 'seq read, caches dropped', target, s.readMBps, 'MB/s',
-    s.cachesDropped ? undefined : 'caches NOT dropped (not root): may be a page cache read'));
-  say(`streaming: write ${s.writeMBps.toFixed(0)} MB/s, read ${s.readMBps.toFixed(0)} MB/s`);
+  if (want('stream')) {
+    say(`streaming: write ${o.streamMiB} MiB + fsync, drop caches${beforeRead ? ', remount' : ''}, read`);
+    const s = await streamWorkload(ctx.registry, dir, o.streamMiB, t, beforeRead);
+    out.metrics.push(metric('stream.write', `seq write ${o.streamMiB} MiB + fsync`, target, s.writeMBps, 'MB/s'));
+    out.metrics.push(metric('stream.read', 'seq read, caches dropped', target, s.readMBps, 'MB/s',
+      s.cachesDropped ? undefined : 'caches NOT dropped (not root): may be a page cache read'));
+    say(`streaming: write ${s.writeMBps.toFixed(0)} MB/s, read ${s.readMBps.toFixed(0)} MB/s`);
+  }
+  if (!want('fio')) return;
   if (o.noFio || !(await fioAvailable())) {
     const why = o.noFio ? 'skipped (--no-fio)' : 'fio not installed (Debian package fio), skipped';
     out.skips.push({ id: `e2e.fio.randwrite.${target}`, group: 'e2e', name: '4k randwrite (fio)', target, skipped: why });
@@ -150,18 +194,81 @@ function fuseTarget(o: E2EOptions, out: E2EOutcome): Scenario {
   };
 }
 
+/** mkfs, mount (the daemon is a child process), workloads, remount before the cold read, clean stop. */
+function scoutfsTarget(o: E2EOptions, out: E2EOutcome): Scenario {
+  return {
+    name: 'perf-scoutfs',
+    description: 'perf: a scoutfs mount (mkfs on two loop devices, the mount daemon as a child)',
+    defaultNodes: 1,
+    async run(ctx) {
+      // Metadata: 64 KiB blocks; a few GiB is plenty for these workloads
+      // (sparse, so only what is written takes space).
+      const metaImg = await ctx.createImage('scoutfs-meta', 4 * GiB);
+      const dataImg = await ctx.createImage('scoutfs-data', imageBytes(o) * 2);
+      const meta = await ctx.attachLoop(metaImg);
+      const data = await ctx.attachLoop(dataImg);
+      o.progress(`scoutfs: mkfs on ${meta.path} (meta) and ${data.path} (data)`);
+      const mk = await sh(process.execPath, [SCOUTFS_CLI, 'mkfs', '-A', '-f', '-Q', `0,127.0.0.1,${SCOUTFS_QUORUM_PORT}`, meta.path, data.path],
+        { timeoutMs: 120_000 });
+      await writeFile(join(ctx.runDir, 'mkfs.log'), mk.stdout + mk.stderr);
+      const mnt = join(ctx.runDir, 'mnt', 'scoutfs');
+      await mkdir(mnt, { recursive: true });
+      let nth = 0;
+      let proc: NodeProc | null = null;
+      const start = async (): Promise<void> => {
+        const name = `scoutfs-mount${nth++}`;
+        const prof = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
+        proc = await startProc(ctx.registry, {
+          name,
+          command: process.execPath,
+          args: [...prof, SCOUTFS_CLI, 'mount', '-o', `metadev_path=${meta.path},quorum_slot_nr=0`, data.path, mnt],
+          logPath: join(ctx.runDir, `${name}.log`),
+          // SIGTERM commits everything first: give it time.
+          stopTimeoutMs: 120_000,
+        });
+        // Registered after the daemon: unmounted while it still runs.
+        await ctx.registry.add(`unmount ${mnt} (${name})`, () => unmount(mnt));
+        const mounted = mountAppears(mnt);
+        const logged = logMatches(proc.logPath, /^mounted /m);
+        await proc.waitReady(async () => (await mounted()) && (await logged()), { timeoutMs: 120_000, what: 'scoutfs mount' });
+      };
+      const stop = async (): Promise<void> => {
+        const p = proc!;
+        const ex = await p.stop(120_000);
+        if (ex.code !== 0) throw new Error(`${p.name} exited with ${ex.code ?? ex.signal} on SIGTERM; log tail:\n${await p.logTail()}`);
+      };
+      await start();
+      const m = await findMount(mnt);
+      out.notes.push(`scoutfs: ${m?.fstype} ${m?.options}; meta ${meta.path}, data ${data.path}`);
+      await runWorkloads(ctx, mnt, 'scoutfs', o, out, async () => {
+        o.progress('scoutfs: remount (SIGTERM the daemon, start it again) before the cold read');
+        await stop();
+        await start();
+      });
+      // A clean stop (final commit, farewell) and a clean fsck of what the
+      // workloads left are part of a passing run.
+      await stop();
+      const fsck = await trySh(process.execPath, [SCOUTFS_CLI, 'fsck', meta.path, data.path], { timeoutMs: 300_000 });
+      await writeFile(join(ctx.runDir, 'fsck.log'), fsck.stdout + fsck.stderr);
+      if (fsck.exitCode !== 0) throw new Error(`scoutfs fsck after the workloads failed (exit ${fsck.exitCode}): ${fsck.stderr.split('\n').slice(0, 5).join('; ')}`);
+      out.notes.push('scoutfs: fsck clean after the workloads');
+      if (o.profileDir) out.notes.push(`scoutfs: daemon CPU profiles in ${o.profileDir}`);
+    },
+  };
+}
+
 export async function runE2E(o: E2EOptions): Promise<E2EOutcome> {
   const out: E2EOutcome = { metrics: [], skips: [], notes: [], errors: [] };
   const want = (t: string): boolean => o.targets === null || o.targets.includes(t);
 
-  if (want('scoutfs')) {
-    o.progress('scoutfs: not mountable yet, skipped');
-    out.skips.push({ id: 'e2e.*.scoutfs', group: 'e2e', name: 'all workloads', target: 'scoutfs', skipped: 'scoutfs: not mountable yet, skipped' });
-  }
-
   const targets: [string, () => Scenario, string | null][] = [
     ['ext4', () => ext4Target(o, out), isRoot() ? ((await which('mkfs.ext4')) ? null : 'mkfs.ext4 not installed (e2fsprogs)') : 'needs root (loop device + mount)'],
     ['fuse-passthrough', () => fuseTarget(o, out), (await which('fusermount')) ? null : 'fusermount not installed (Debian package fuse)'],
+    ['scoutfs', () => scoutfsTarget(o, out),
+      !existsSync(SCOUTFS_BUILT) ? 'dist/src/mount/mount.js not built'
+        : !isRoot() ? 'needs root (loop devices)'
+          : !(await which('fusermount')) ? 'fusermount not installed (Debian package fuse)'
+            : !existsSync('/dev/fuse') ? 'no /dev/fuse' : null],
   ];
   for (const [name, make, skip] of targets) {
     if (!want(name)) continue;
@@ -178,11 +285,10 @@ export async function runE2E(o: E2EOptions): Promise<E2EOutcome> {
     });
     if (!r.ok) {
       out.errors.push(`${name}: ${(r.error ?? '').split('\n')[0]} (run folder ${r.runDir})`);
-      try {
-        const log = await readFile(join(r.runDir, 'fuse-passthrough.log'), 'utf8');
-        out.errors.push(`${name}: daemon log tail:\n${log.split('\n').slice(-10).join('\n')}`);
-      } catch {
-        // Not the FUSE target, or no log.
+      for (const f of await readdir(r.runDir).catch(() => [] as string[])) {
+        if (!/^(fuse-passthrough|scoutfs-mount\d+)\.log$/.test(f)) continue;
+        const log = await readFile(join(r.runDir, f), 'utf8').catch(() => '');
+        out.errors.push(`${name}: ${f} tail:\n${log.split('\n').slice(-10).join('\n')}`);
       }
     }
   }

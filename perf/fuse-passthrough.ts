@@ -44,6 +44,7 @@
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 
@@ -168,4 +169,6 @@ function main(): void {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main();
+// Mount only when run as a program; importing passthroughOps (diagnostics,
+// tests) must not mount anything.
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();

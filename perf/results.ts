@@ -5,7 +5,14 @@
  *
  * A Metric is one number with a direction: ops/sec, MB/s and IOPS are
  * better higher.  Groups: micro (benchmark.js), btree (perf/btree.ts, timed
- * loops) and e2e (filesystem workloads).  Its id is stable across runs ("micro.crc.64k",
+ * loops), e2e (filesystem workloads) and ratio: for every e2e workload
+ * measured on scoutfs and on another target in the same run, scoutfs's
+ * value over the other's ("ratio.meta.create.scoutfs/fuse-passthrough").
+ * Ratios are what the targets of issue #6 are stated in (creates and stats
+ * at least 0.80 of the passthrough's, sequential write at least 0.60), and
+ * they move less than absolute rates when the machine is loaded, since
+ * both sides of a ratio ran minutes apart on the same host.  They are
+ * stored in the baseline and compared like any metric.  Its id is stable across runs ("micro.crc.64k",
  * "e2e.meta.create.ext4") and is what the baseline is keyed by.  A metric
  * that could not be measured is a Skip with the reason, printed in the
  * tables and carried in the JSON, never a made-up number.
@@ -15,6 +22,8 @@
  * a worse number is a REGRESSION and a better one "improved"; inside it is
  * "ok".  When the baseline was made in another mode (--quick versus full
  * runs, whose workload sizes differ), changes are printed but not flagged.
+ * A baseline metric of a group or target this run did not measure at all
+ * is counted as "not run" instead of listed as missing (scopeOf).
  * Nothing here decides the exit code; benchmark.ts does
  * (--fail-on-regression).
  */
@@ -22,14 +31,14 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import os from 'node:os';
 
-export type MetricGroup = 'micro' | 'btree' | 'e2e';
+export type MetricGroup = 'micro' | 'btree' | 'e2e' | 'ratio';
 
 export interface Metric {
   id: string;
   group: MetricGroup;
   /** Row label, e.g. "crc32c 64 KiB" or "create". */
   name: string;
-  /** e2e only: ext4, fuse-passthrough, scoutfs. */
+  /** e2e only: ext4, fuse-passthrough, scoutfs; ratio: "scoutfs/fuse-passthrough". */
   target?: string;
   value: number;
   unit: string;
@@ -105,6 +114,37 @@ function ratio(a: number | undefined, b: number | undefined): string {
 
 export const E2E_TARGETS = ['ext4', 'fuse-passthrough', 'scoutfs'] as const;
 
+/**
+ * Aims of issue #6 on scoutfs/fuse-passthrough, by e2e workload key: the
+ * single-client create and stat rates, and the sequential write.
+ */
+export const RATIO_AIMS: Record<string, number> = {
+  'e2e.meta.create': 0.8,
+  'e2e.meta.stat': 0.8,
+  'e2e.stream.write': 0.6,
+};
+
+/** scoutfs over each other target, for every e2e workload measured on both. */
+export function e2eRatios(metrics: readonly Metric[]): Metric[] {
+  const out: Metric[] = [];
+  const e2e = metrics.filter((m) => m.group === 'e2e');
+  for (const m of e2e) {
+    if (m.target !== 'scoutfs') continue;
+    const key = m.id.slice(0, m.id.lastIndexOf('.'));
+    for (const other of ['fuse-passthrough', 'ext4']) {
+      const o = e2e.find((x) => x.id === `${key}.${other}`);
+      if (!o || o.value === 0) continue;
+      const aim = other === 'fuse-passthrough' ? RATIO_AIMS[key] : undefined;
+      out.push({
+        id: `ratio.${key.slice('e2e.'.length)}.scoutfs/${other}`,
+        group: 'ratio', name: m.name, target: `scoutfs/${other}`, value: m.value / o.value, unit: 'x', higherIsBetter: true,
+        ...(aim !== undefined ? { note: `aim >= ${aim.toFixed(2)}: ${m.value / o.value >= aim ? 'met' : 'NOT met'}` } : {}),
+      });
+    }
+  }
+  return out;
+}
+
 export function renderReport(r: RunReport): string {
   const out: string[] = [];
   const micro = r.metrics.filter((m) => m.group === 'micro');
@@ -169,6 +209,12 @@ export function renderReport(r: RunReport): string {
     if (notes.length) out.push(...notes);
     out.push('');
   }
+  const ratios = r.metrics.filter((m) => m.group === 'ratio' && m.target === 'scoutfs/fuse-passthrough');
+  if (ratios.length) {
+    out.push('scoutfs / fuse-passthrough (same run; issue #6 aims)');
+    out.push(table(['workload', 'ratio', 'aim'], ratios.map((m) => [m.name, `${m.value.toFixed(2)}x`, m.note ?? ''])));
+    out.push('');
+  }
   if (r.notes.length) out.push('Notes', ...r.notes.map((n) => `  ${n}`), '');
   if (r.errors.length) out.push('ERRORS', ...r.errors.map((e) => `  ${e}`), '');
   return out.join('\n');
@@ -194,10 +240,25 @@ export function toBaseline(r: RunReport): Baseline {
   return { createdAt: r.createdAt, mode: r.mode, host: r.host, metrics };
 }
 
-export function compare(r: RunReport, b: Baseline, noisePct: number): { rows: Comparison[]; flagged: boolean } {
+/**
+ * What part of a run a metric id belongs to: its group (the id's first
+ * segment) and, for e2e and ratio metrics, its target (the last segment).
+ * A baseline metric whose scope this run did not measure at all (another
+ * target, --micro-only, --e2e-only, --workloads) is "not run", not missing.
+ */
+export function scopeOf(id: string): string {
+  const dot = id.indexOf('.');
+  if (dot < 0) return '';
+  const group = id.slice(0, dot);
+  return group === 'e2e' || group === 'ratio' ? `${group}@${id.slice(id.lastIndexOf('.') + 1)}` : group;
+}
+
+export function compare(r: RunReport, b: Baseline, noisePct: number): { rows: Comparison[]; flagged: boolean; notRun: number } {
   const flagged = b.mode === r.mode;
   const rows: Comparison[] = [];
   const seen = new Set<string>();
+  const scopes = new Set(r.metrics.map((m) => scopeOf(m.id)));
+  let notRun = 0;
   for (const m of r.metrics) {
     seen.add(m.id);
     const base = b.metrics[m.id];
@@ -213,12 +274,19 @@ export function compare(r: RunReport, b: Baseline, noisePct: number): { rows: Co
     rows.push({ id: m.id, base: base.value, now: m.value, unit: m.unit, changePct, verdict });
   }
   for (const [id, base] of Object.entries(b.metrics)) {
-    if (!seen.has(id)) rows.push({ id, base: base.value, now: null, unit: base.unit, changePct: null, verdict: 'missing' });
+    if (seen.has(id)) continue;
+    if (!scopes.has(scopeOf(id))) {
+      notRun++;
+      continue;
+    }
+    rows.push({ id, base: base.value, now: null, unit: base.unit, changePct: null, verdict: 'missing' });
   }
-  return { rows, flagged };
+  return { rows, flagged, notRun };
 }
 
-export function renderComparison(c: { rows: Comparison[]; flagged: boolean }, b: Baseline, path: string, noisePct: number): string {
+export function renderComparison(
+  c: { rows: Comparison[]; flagged: boolean; notRun?: number }, b: Baseline, path: string, noisePct: number,
+): string {
   const out = [`Compared with ${path} (${b.mode} run of ${b.createdAt}; noise band ±${noisePct}%)`];
   if (!c.flagged) out.push('  the baseline was made in another mode (--quick vs full): changes shown, not flagged');
   out.push(
@@ -234,6 +302,7 @@ export function renderComparison(c: { rows: Comparison[]; flagged: boolean }, b:
       ]),
     ),
   );
+  if (c.notRun) out.push(`(${c.notRun} baseline metrics belong to groups or targets this run did not measure)`);
   const reg = c.rows.filter((x) => x.verdict === 'REGRESSION');
   out.push(reg.length ? `${reg.length} regression(s) beyond ${noisePct}%: ${reg.map((x) => x.id).join(', ')}` : 'no regressions beyond the noise band');
   return out.join('\n');

@@ -4,14 +4,17 @@
  * starts one per client, so a hung filesystem op blocks only this process,
  * which the orchestrator can kill and then unmount around.
  *
- *   meta DIR COUNT     create, stat, unlink COUNT empty files in DIR
+ *   meta DIR COUNT     create, stat, readdir, unlink COUNT empty files in
+ *                      DIR; the readdir phase lists DIR (COUNT entries)
+ *                      READDIR_PASSES times and counts entries
  *   write FILE MIB     write MIB MiB sequentially in 1 MiB writes, fsync
  *   read FILE          read FILE sequentially in 1 MiB reads
  *
  * Protocol: JSON lines on stdout.  `meta` prints {"ready":true}, then before
  * each phase waits for a line "go" on stdin (the orchestrator's barrier, so
  * that parallel clients run each phase together), runs it and prints
- * {"phase":"create","ns":...,"ops":COUNT}.  write/read print one line
+ * {"phase":"create","ns":...,"ops":COUNT} (for readdir, ops is the
+ * number of entries listed over all passes).  write/read print one line
  * {"phase":"write","ns":...,"bytes":...}.  Any error exits non-zero with the
  * message on stderr.  All I/O is synchronous syscalls: the time measured is
  * the filesystem's, not an event loop's.
@@ -22,6 +25,8 @@ import { createInterface } from 'node:readline';
 import { randomFillSync } from 'node:crypto';
 
 const MiB = 1 << 20;
+/** How many times the readdir phase lists the directory. */
+const READDIR_PASSES = 5;
 
 function say(o: object): void {
   fs.writeSync(1, JSON.stringify(o) + '\n');
@@ -39,18 +44,31 @@ async function meta(dir: string, count: number): Promise<void> {
     if (l.done || l.value.trim() !== 'go') throw new Error('orchestrator went away');
   };
   say({ ready: true });
-  const phases: [string, (p: string) => void][] = [
-    ['create', (p) => fs.closeSync(fs.openSync(p, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644))],
-    ['stat', (p) => {
+  const each = (op: (p: string) => void) => (): number => {
+    for (const p of names) op(p);
+    return count;
+  };
+  const phases: [string, () => number][] = [
+    ['create', each((p) => fs.closeSync(fs.openSync(p, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o644)))],
+    ['stat', each((p) => {
       if (!fs.statSync(p).isFile()) throw new Error(`${p} is not a file`);
+    })],
+    ['readdir', () => {
+      let n = 0;
+      for (let pass = 0; pass < READDIR_PASSES; pass++) {
+        const got = fs.readdirSync(dir).length;
+        if (got !== count) throw new Error(`readdir of ${dir} listed ${got} entries, expected ${count}`);
+        n += got;
+      }
+      return n;
     }],
-    ['unlink', (p) => fs.unlinkSync(p)],
+    ['unlink', each((p) => fs.unlinkSync(p))],
   ];
-  for (const [phase, op] of phases) {
+  for (const [phase, run] of phases) {
     await go();
     const t0 = now();
-    for (const p of names) op(p);
-    say({ phase, ns: Number(now() - t0), ops: count });
+    const ops = run();
+    say({ phase, ns: Number(now() - t0), ops });
   }
   fs.rmdirSync(dir);
   process.exit(0);

@@ -2,10 +2,12 @@
  * perf/workloads.ts owns the end-to-end workloads, each run against a
  * directory (the mount of one target):
  *
- *   meta     create, stat and unlink COUNT empty files, by 1 client and by 2
- *            clients in parallel (each in its own directory); phases are
- *            run behind a barrier, so the parallel rate is all clients' ops
- *            over the wall time from "go" to the last client done.
+ *   meta     create, stat, readdir and unlink COUNT empty files, by 1
+ *            client and by 2 clients in parallel (each in its own
+ *            directory); phases are run behind a barrier, so the parallel
+ *            rate is all clients' ops over the wall time from "go" to the
+ *            last client done.  readdir lists the full directory a few
+ *            times (workload-worker.ts) and counts entries listed.
  *   stream   write MIB MiB sequentially in 1 MiB writes, fsync (timed), then
  *            `sync; echo 3 > /proc/sys/vm/drop_caches` (root only) and read
  *            it back.  Without root the read may come from the page cache;
@@ -124,16 +126,24 @@ class Client {
 export interface MetaResult {
   create: number;
   stat: number;
+  /** Directory entries listed per second. */
+  readdir: number;
   unlink: number;
 }
 
-/** files/s for each phase with `clients` parallel clients of `count` files each. */
+/**
+ * files/s for each phase with `clients` parallel clients of `count` files
+ * each.  `onPhase`, when given, runs once with null when the clients are
+ * ready and once after each phase with its name, before the next starts
+ * (perf/fuse-opcount.ts reads the daemon's counters there).
+ */
 export async function metaWorkload(
   registry: CleanupRegistry,
   dir: string,
   clients: number,
   count: number,
   timeoutMs: number,
+  onPhase?: (phase: string | null) => Promise<void>,
 ): Promise<MetaResult> {
   const cs: Client[] = [];
   for (let i = 0; i < clients; i++) {
@@ -144,7 +154,8 @@ export async function metaWorkload(
     if (m.ready !== true) throw new Error(`${c.label}: expected ready, got ${JSON.stringify(m)}`);
   }
   const out: Record<string, number> = {};
-  for (const phase of ['create', 'stat', 'unlink']) {
+  await onPhase?.(null);
+  for (const phase of ['create', 'stat', 'readdir', 'unlink']) {
     const t0 = process.hrtime.bigint();
     for (const c of cs) c.send('go');
     let ops = 0;
@@ -155,9 +166,10 @@ export async function metaWorkload(
     }
     const ns = Number(process.hrtime.bigint() - t0);
     out[phase] = ops / (ns / 1e9);
+    await onPhase?.(phase);
   }
   for (const c of cs) await c.done(timeoutMs);
-  return { create: out.create!, stat: out.stat!, unlink: out.unlink! };
+  return { create: out.create!, stat: out.stat!, readdir: out.readdir!, unlink: out.unlink! };
 }
 
 export interface StreamResult {
@@ -177,14 +189,25 @@ export async function dropCaches(): Promise<boolean> {
   }
 }
 
-/** MB/s (10^6 bytes) of a sequential write+fsync and a cold read. */
-export async function streamWorkload(registry: CleanupRegistry, dir: string, mib: number, timeoutMs: number): Promise<StreamResult> {
+/**
+ * MB/s (10^6 bytes) of a sequential write+fsync and a cold read.
+ * `beforeRead`, when given, runs between the two after the caches were
+ * dropped (the scoutfs target remounts there, emptying its own caches).
+ */
+export async function streamWorkload(
+  registry: CleanupRegistry,
+  dir: string,
+  mib: number,
+  timeoutMs: number,
+  beforeRead?: () => Promise<void>,
+): Promise<StreamResult> {
   const file = join(dir, 'stream.dat');
   try {
     const w = await Client.start(registry, ['write', file, String(mib)], 'stream writer');
     const wm = await w.next(timeoutMs);
     await w.done(timeoutMs);
     const cachesDropped = await dropCaches();
+    if (beforeRead) await beforeRead();
     const r = await Client.start(registry, ['read', file], 'stream reader');
     const rm_ = await r.next(timeoutMs);
     await r.done(timeoutMs);
