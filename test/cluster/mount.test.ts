@@ -7,7 +7,9 @@
  * sync answer; SIGTERM commits and unmounts with exit 0; a second mount
  * reads the data back; `umount MNT` stops the daemon too; `scoutfs fsck`
  * is clean afterwards.  Also: malformed options and a busy mount point are
- * refused with a non-zero exit and leave nothing mounted.
+ * refused with a non-zero exit and leave nothing mounted.  Names longer
+ * than 255 bytes (NAME_MAX counts bytes, not characters) are refused with
+ * ENAMETOOLONG by every call that takes a name, 255 bytes work.
  *
  * Needs root, /dev/fuse, fusermount and losetup; skipped otherwise.  Every
  * resource goes into one CleanupRegistry (daemon, mount, loop devices,
@@ -15,74 +17,35 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { CleanupRegistry, isMounted, unmount } from '../../harness/cleanup.js';
-import { attachLoop, createImage } from '../../harness/loop.js';
-import { logMatches, mountAppears, startProc, type NodeProc } from '../../harness/proc.js';
-import { isRoot, which } from '../../harness/sys.js';
+import { join } from 'node:path';
+import { CleanupRegistry, isMounted } from '../../harness/cleanup.js';
+import type { NodeProc } from '../../harness/proc.js';
+import { GIB, Volume, clusterSkip, errCode, finish, logLines, scoutfs, tempBase } from './util.js';
 
 const run = promisify(execFile);
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CLI = join(ROOT, 'bin', 'scoutfs');
-const HAVE_MOUNT = existsSync(join(ROOT, 'dist', 'src', 'mount', 'mount.js'));
-const SKIP = !HAVE_MOUNT ? 'src/mount/mount.ts is not built yet'
-  : isRoot() && existsSync('/dev/fuse') && (await which('fusermount')) && (await which('losetup')) ? false
-  : 'needs root, /dev/fuse, fusermount and losetup';
+const SKIP = await clusterSkip();
 
 const reg = new CleanupRegistry('cluster-mount', 60_000);
 let base = '';
+let vol: Volume;
 let meta = '';
 let data = '';
 let mnt = '';
 
-async function scoutfs(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { timeout: 120_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof x.code === 'number' ? x.code : -1, out: x.stdout ?? '', err: x.stderr ?? '' };
-  }
-}
-
-let nth = 0;
-async function mountIt(): Promise<NodeProc> {
-  const name = `mount${nth++}`;
-  const proc = await startProc(reg, {
-    name, command: process.execPath, args: [CLI, 'mount', '-o', `metadev_path=${meta},quorum_slot_nr=0`, data, mnt],
-    logPath: join(base, `${name}.log`),
-  });
-  await reg.add(`unmount ${mnt} (${name})`, () => unmount(mnt));
-  const up = mountAppears(mnt);
-  const said = logMatches(proc.logPath, /^mounted /m);
-  await proc.waitReady(async () => (await up()) && (await said()), { timeoutMs: 60_000, what: 'scoutfs mount' });
-  return proc;
-}
+const mountIt = (): Promise<NodeProc> => vol.mount();
 
 before(async () => {
   if (SKIP) return;
-  base = await fsp.mkdtemp(join(tmpdir(), 'sfs-cluster-mount-'));
-  await reg.add(`rm ${base}`, () => fsp.rm(base, { recursive: true, force: true }));
-  mnt = join(base, 'mnt');
-  await fsp.mkdir(mnt);
-  const mi = await createImage(reg, join(base, 'meta.img'), 2 * 1024 ** 3, { remove: 'always' });
-  const di = await createImage(reg, join(base, 'data.img'), 8 * 1024 ** 3, { remove: 'always' });
-  meta = (await attachLoop(reg, mi.path)).path;
-  data = (await attachLoop(reg, di.path)).path;
-  const r = await scoutfs('mkfs', '-A', '-f', '-Q', '0,127.0.0.1,42000', meta, data);
-  assert.equal(r.code, 0, r.err);
+  base = await tempBase(reg, 'cluster-mount');
+  vol = await Volume.create(reg, base, 'vol', { metaBytes: 2 * GIB, dataBytes: 8 * GIB, port: 42290 });
+  ({ meta, data, mnt } = vol);
 });
 
 after(async () => {
-  const rep = await reg.runAll({ ok: true });
-  assert.deepEqual(rep.errors.map((e) => `${e.name}: ${e.error.message}`), []);
-  if (mnt) assert.equal(await isMounted(mnt), false);
+  await finish(reg, base);
 });
 
 test('bad options are refused before anything is mounted', { skip: SKIP }, async () => {
@@ -170,6 +133,49 @@ test('mount, write, walk-inodes, stat, statfs, df, SIGTERM, remount, read back, 
   const ex2 = await proc.exited;
   assert.equal(ex2.code, 0, await proc.log());
 
+  const fsck = await scoutfs('fsck', meta, data);
+  assert.equal(fsck.code, 0, fsck.out + fsck.err);
+});
+
+test('names over 255 bytes are refused with ENAMETOOLONG', { skip: SKIP, timeout: 120_000 }, async () => {
+  const proc = await mountIt();
+  const p = (...x: string[]): string => join(mnt, ...x);
+  await fsp.mkdir(p('names'));
+  // 255 bytes work everywhere, also in two-byte UTF-8 (127 x 2 + 1).
+  const ok = ['n'.repeat(255), '\u00e9'.repeat(127) + 'n'];
+  for (const name of ok) {
+    assert.equal(Buffer.byteLength(name), 255);
+    await fsp.writeFile(p('names', name), name);
+    assert.equal(await fsp.readFile(p('names', name), 'utf8'), name);
+    await fsp.rename(p('names', name), p('names', name.slice(0, -1) + 'm'));
+    await fsp.mkdir(p('names', name));
+    await fsp.symlink('target', p('names', name + '/' + name));
+    assert.equal(await fsp.readlink(p('names', name, name)), 'target');
+  }
+  const listed = await fsp.readdir(p('names'));
+  for (const name of ok) assert.ok(listed.includes(name) && listed.includes(name.slice(0, -1) + 'm'));
+  // 256 bytes and more: refused, whoever checks (the daemon up to 1024, the kernel above).
+  await fsp.writeFile(p('names', 'short'), 'x');
+  const before = (await proc.log()).length;
+  for (const name of ['n'.repeat(256), '\u00e9'.repeat(128), 'n'.repeat(1100)]) {
+    const long = p('names', name);
+    const what = `${Buffer.byteLength(name)} bytes`;
+    assert.equal(await errCode(fsp.writeFile(long, 'x')), 'ENAMETOOLONG', `create ${what}`);
+    assert.equal(await errCode(fsp.mkdir(long)), 'ENAMETOOLONG', `mkdir ${what}`);
+    assert.equal(await errCode(fsp.stat(long)), 'ENAMETOOLONG', `stat ${what}`);
+    assert.equal(await errCode(fsp.unlink(long)), 'ENAMETOOLONG', `unlink ${what}`);
+    assert.equal(await errCode(fsp.rmdir(long)), 'ENAMETOOLONG', `rmdir ${what}`);
+    assert.equal(await errCode(fsp.rename(p('names', 'short'), long)), 'ENAMETOOLONG', `rename to ${what}`);
+    assert.equal(await errCode(fsp.link(p('names', 'short'), long)), 'ENAMETOOLONG', `link ${what}`);
+    assert.equal(await errCode(fsp.symlink('target', long)), 'ENAMETOOLONG', `symlink ${what}`);
+    const fifo = await run('mkfifo', [long]).then(() => 'made', (e: { stderr?: string }) => e.stderr ?? '');
+    assert.match(fifo, /File name too long/, `mknod ${what}`);
+  }
+  assert.deepEqual((await fsp.readdir(p('names'))).filter((n) => Buffer.byteLength(n) > 255), []);
+  assert.equal(await fsp.readFile(p('names', 'short'), 'utf8'), 'x');
+  assert.deepEqual(logLines((await proc.log()).slice(before), /unexpected|corruption/), []);
+  const ex = await proc.stop(30_000);
+  assert.equal(ex.code, 0, await proc.log());
   const fsck = await scoutfs('fsck', meta, data);
   assert.equal(fsck.code, 0, fsck.out + fsck.err);
 });
