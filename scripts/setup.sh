@@ -28,10 +28,14 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
-# Native CRC-32C addon (native/crc32c, src/format/crc.ts).  Built with the
-# node-gyp that ships inside npm, against the headers of the running node
-# (--nodedir), so nothing is downloaded.  Optional: when it fails, crc.ts
-# falls back to @node-rs/crc32 or pure JS, about 5x and 35x slower.
+# Native addons, built with the node-gyp that ships inside npm, against the
+# headers of the running node (--nodedir), so nothing is downloaded.  Both
+# are optional: when one fails to build the code falls back.
+#   native/crc32c  CRC-32C (src/format/crc.ts); else @node-rs/crc32 or pure
+#                  JS, about 5x and 35x slower.
+#   native/fuse    fuse-native's binding with the scoutfs patches (caller
+#                  uid/gid for new inodes, 64-bit st_ino, utimens); else the
+#                  fuse-native package: new files then belong to the daemon.
 node_gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
 node_dir="$(node -p 'require("path").resolve(process.execPath, "../..")')"
 if [ -f "$node_gyp" ] && [ -f "$node_dir/include/node/node_api.h" ]; then
@@ -39,15 +43,20 @@ if [ -f "$node_gyp" ] && [ -f "$node_dir/include/node/node_api.h" ]; then
 else
   gyp=(npx --yes node-gyp) # fetches node-gyp and node headers
 fi
-gyp_log="$(mktemp)"
-if "${gyp[@]}" rebuild -C native/crc32c >"$gyp_log" 2>&1; then
-  echo "setup: built native/crc32c"
-else
-  tail -n 20 "$gyp_log" >&2
-  rm -rf native/crc32c/build
-  echo "setup: WARNING: native/crc32c did not build; block checksums use a slower fallback" >&2
-fi
-rm -f "$gyp_log"
+build_addon() { # DIR WHAT-IS-LOST
+  local log
+  log="$(mktemp)"
+  if "${gyp[@]}" rebuild -C "$1" >"$log" 2>&1; then
+    echo "setup: built $1"
+  else
+    tail -n 20 "$log" >&2
+    rm -rf "$1/build"
+    echo "setup: WARNING: $1 did not build; $2" >&2
+  fi
+  rm -f "$log"
+}
+build_addon native/crc32c 'block checksums use a slower fallback'
+build_addon native/fuse 'mounts use the fuse-native package (new files are owned by the daemon)'
 
 # Build: a clean dist/ so removed sources leave no stale tests behind.
 rm -rf dist

@@ -108,7 +108,7 @@ const LOGS_LAST = mkKey(ZONE.LOG_TREES, U64_MAX, 0xff, U64_MAX, U64_MAX, 0xff);
 const sameRoots = (a: ForestRoots, b: ForestRoots): boolean => sameRoot(a.fs_root, b.fs_root) && sameRoot(a.logs_root, b.logs_root);
 
 /** A read-only BlockStore over committed blocks. */
-class CommittedStore implements BlockStore {
+export class CommittedStore implements BlockStore {
   readonly fsid: bigint;
   constructor(private readonly images: ReadImages, private readonly counters: ForestReaderCounters) {
     this.fsid = images.fsid;

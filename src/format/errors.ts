@@ -33,10 +33,24 @@ export const ERRNO = {
 } as const;
 export type ErrnoName = keyof typeof ERRNO;
 
+/**
+ * Answers rather than failures: a negative lookup (ENOENT) precedes every
+ * create, an exclusive create meets EEXIST, a getxattr misses (ENODATA).
+ * These are made without a stack trace, which V8 otherwise captures at
+ * construction (about 2.5% of an in-process create measured).
+ */
+const QUIET: ReadonlySet<ErrnoName> = new Set<ErrnoName>(['ENOENT', 'EEXIST', 'ENODATA']);
+
 export class FsError extends Error {
   readonly code: ErrnoName;
   constructor(code: ErrnoName, message?: string) {
-    super(message ? `${code}: ${message}` : code);
+    const limit = Error.stackTraceLimit;
+    if (QUIET.has(code)) Error.stackTraceLimit = 0;
+    try {
+      super(message ? `${code}: ${message}` : code);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'FsError';
     this.code = code;
   }

@@ -95,19 +95,24 @@ const U64_INODE_FIELDS = [
 const U32_INODE_FIELDS = ['nlink', 'uid', 'gid', 'mode', 'rdev', 'flags'] as const;
 const TS_INODE_FIELDS = ['atime', 'ctime', 'mtime', 'crtime'] as const;
 
+// Field offsets resolved once: inodes are decoded on nearly every fs op.
+const U64_INODE_OFFS = U64_INODE_FIELDS.map((f) => [f, INODE.o(f)] as const);
+const U32_INODE_OFFS = U32_INODE_FIELDS.map((f) => [f, INODE.o(f)] as const);
+const TS_INODE_OFFS = TS_INODE_FIELDS.map((f) => [f, INODE.o(f)] as const);
+
 export function decodeInode(b: Uint8Array, off = 0): Inode {
   const o: Partial<Inode> = {};
-  for (const f of U64_INODE_FIELDS) o[f] = getU64(b, off + INODE.o(f));
-  for (const f of U32_INODE_FIELDS) o[f] = getU32(b, off + INODE.o(f));
-  for (const f of TS_INODE_FIELDS) o[f] = readTimespec(b, off + INODE.o(f));
+  for (const [f, at] of U64_INODE_OFFS) o[f] = getU64(b, off + at);
+  for (const [f, at] of U32_INODE_OFFS) o[f] = getU32(b, off + at);
+  for (const [f, at] of TS_INODE_OFFS) o[f] = readTimespec(b, off + at);
   return o as Inode;
 }
 
 export function encodeInode(i: Inode): Uint8Array {
   const b = new Uint8Array(INODE.size);
-  for (const f of U64_INODE_FIELDS) setU64(b, INODE.o(f), i[f]);
-  for (const f of U32_INODE_FIELDS) setU32(b, INODE.o(f), i[f]);
-  for (const f of TS_INODE_FIELDS) writeTimespec(b, INODE.o(f), i[f]);
+  for (const [f, at] of U64_INODE_OFFS) setU64(b, at, i[f]);
+  for (const [f, at] of U32_INODE_OFFS) setU32(b, at, i[f]);
+  for (const [f, at] of TS_INODE_OFFS) writeTimespec(b, at, i[f]);
   return b;
 }
 

@@ -63,8 +63,17 @@
  * batches (one pool, not the kernel's two).  ENOSPC from the meta LOW flag
  * surfaces from the hold of allocating operations.
  *
- * Left out: xattr totl items and srch entries (scoutfs.totl./.srch. names
- * are stored and read back but not indexed), data staging/offline extents,
+ * Xattr tags (PROTOCOL.md 8.1): `.hide.` names are left out of listxattr;
+ * creating or deleting a `.srch.` xattr (also with its inode) appends a
+ * srch entry (FNV-1a-64 of the name, ino, xattr id) to the transaction's
+ * srch log file, which src/srch/search.ts reads.
+ *
+ * A `.totl.<...>.A.B.C` xattr (name and value numbers, FORMAT.md 8.5)
+ * adds (value change, count change) to the total item (3, A, B, C) as an
+ * item-cache delta; totals are read from committed trees, never through
+ * the item cache (src/mount/mount.ts readXattrTotals).
+ *
+ * Left out: data staging/offline extents,
  * fallocate, the rename lock (single node), atime updates on read.
  */
 import assert from 'node:assert/strict';
@@ -75,7 +84,7 @@ import {
   DT, FS_TYPE, INDEX_TYPE, ZONE, backrefKey, decodeDirent, decodeInode, direntKey, encodeDirent, encodeInode, extentKey,
   indexKey, inodeKey, orphanKey, readdirKey, symlinkKey, xattrKey, type Dirent, type Inode,
 } from '../format/items.js';
-import { direntNameHash, xattrNameHash } from '../format/hash.js';
+import { direntNameHash, srchHash, xattrNameHash } from '../format/hash.js';
 import { key, type Key } from '../format/key.js';
 import { getU16, getU64, getU8, setU64, U64_MAX } from '../format/layout.js';
 import { SM_BLOCK_SIZE, DATA_DEV_START_BLKNO } from '../format/constants.js';
@@ -97,7 +106,60 @@ const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
+const S_ISGID = 0o2000;
 const XATTR_PREFIXES = ['user.', 'trusted.', 'system.', 'security.', 'scoutfs.'];
+
+/**
+ * The tags of a `scoutfs.` xattr name (PROTOCOL.md 8.1): hide., srch. and
+ * totl. in any order, each at most once, right after the prefix; `rest` is
+ * the length of the name proper after the last tag.  Other names have none.
+ */
+export function xattrTags(name: Uint8Array): { hide: boolean; srch: boolean; totl: boolean; rest: number } {
+  const t = { hide: false, srch: false, totl: false, rest: 0 };
+  const s = Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1');
+  if (!s.startsWith('scoutfs.')) return t;
+  let at = 'scoutfs.'.length;
+  for (;;) {
+    const tag = (['hide', 'srch', 'totl'] as const).find((x) => !t[x] && s.startsWith(x + '.', at));
+    if (tag === undefined) break;
+    t[tag] = true;
+    at += tag.length + 1;
+  }
+  t.rest = s.length - at;
+  return t;
+}
+
+/**
+ * A `.totl.` number (FORMAT.md 8.5): 1..23 characters, base detected like
+ * C's strtoull (0x/0X hex, a leading 0 octal, else decimal), no sign, no
+ * whitespace, within u64.  null when it does not parse.
+ */
+export function parseTotlNumber(s: string): bigint | null {
+  if (s.length < 1 || s.length > 23) return null;
+  let digits = s;
+  let re = /^[0-9]+$/;
+  let prefix = '';
+  if (/^0[xX]/.test(s)) {
+    digits = s.slice(2);
+    re = /^[0-9a-fA-F]+$/;
+    prefix = '0x';
+  } else if (s.length > 1 && s[0] === '0') {
+    digits = s.slice(1);
+    re = /^[0-7]+$/;
+    prefix = '0o';
+  }
+  if (!re.test(digits)) return null;
+  const v = BigInt(prefix + digits);
+  return v > U64_MAX ? null : v;
+}
+
+/** The (A, B, C) of a `scoutfs.totl.<...>.A.B.C` name, or null. */
+export function totlNameKey(name: Uint8Array): { a: bigint; b: bigint; c: bigint } | null {
+  const parts = Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1').split('.');
+  if (parts.length < 5) return null;
+  const [a, b, c] = parts.slice(-3).map(parseTotlNumber);
+  return a === null || b === null || c === null || a === undefined || b === undefined || c === undefined ? null : { a, b, c };
+}
 const EXTENT_FLAG_UNWRITTEN = 2;
 
 export interface ServerSpace {
@@ -126,6 +188,8 @@ export interface FsCounters {
   inodesDeleted: number;
   orphansCreated: number;
   orphansRecovered: number;
+  srchEntries: number;
+  totlDeltas: number;
   blocksAllocated: number;
   blocksFreed: number;
   inoBatches: number;
@@ -193,7 +257,7 @@ class Mutex {
 export class ScoutFs implements Fs {
   readonly rootIno = ROOT_INO;
   readonly counters: FsCounters = {
-    inodesCreated: 0, inodesDeleted: 0, orphansCreated: 0, orphansRecovered: 0, blocksAllocated: 0, blocksFreed: 0, inoBatches: 0,
+    inodesCreated: 0, inodesDeleted: 0, orphansCreated: 0, orphansRecovered: 0, srchEntries: 0, totlDeltas: 0, blocksAllocated: 0, blocksFreed: 0, inoBatches: 0,
   };
   private readonly mutex = new Mutex();
   private readonly opens = new Map<bigint, number>();
@@ -354,6 +418,14 @@ export class ScoutFs implements Fs {
     for (const type of [FS_TYPE.XATTR, FS_TYPE.SYMLINK, FS_TYPE.DATA_EXTENT]) {
       const last = key(ZONE.FS, ino, type, U64_MAX, U64_MAX, 0xff);
       for (let it = await this.nextItem(key(ZONE.FS, ino, type), last); it !== null; it = await this.nextItem(key(ZONE.FS, ino, type), last)) {
+        // The first part of a .srch. xattr carries its name: log its deletion.
+        if (type === FS_TYPE.XATTR && it.key.fourth === 0 && it.val.length >= 8) {
+          const nameLen = getU8(it.val, 2);
+          const xname = it.val.subarray(8, 8 + nameLen);
+          await this.logSrch(h, ino, xname, it.key.third);
+          // A .totl. value (<= 23 bytes) always fits in the first part.
+          if (xattrTags(xname).totl) await this.logTotl(ino, xname, it.val.subarray(8 + nameLen, 8 + nameLen + getU16(it.val, 0)), null);
+        }
         await this.deleteItem(it.key);
       }
     }
@@ -363,6 +435,40 @@ export class ScoutFs implements Fs {
     if ((await this.lookupItem(orphanKey(ino))) !== null) await this.deleteItem(orphanKey(ino));
     this.d.trans.addInodeCount(h, -1n);
     this.counters.inodesDeleted++;
+  }
+
+  /** A .srch. xattr was created or deleted: one srch entry (PROTOCOL.md 8.1). */
+  private async logSrch(h: TransHold, ino: bigint, name: Uint8Array, id: bigint): Promise<void> {
+    if (!xattrTags(name).srch) return;
+    await this.d.trans.srchAdd(h, { hash: srchHash(name), ino, id });
+    this.counters.srchEntries++;
+  }
+
+  /**
+   * A .totl. xattr changed from `before` to `after` (null: absent): add
+   * (after - before, +1/0/-1) to its total item as a delta (FORMAT.md 8.5).
+   * Values were checked when they were set; a stored one that does not
+   * parse is corruption.
+   */
+  private async logTotl(ino: bigint, name: Uint8Array, before: Uint8Array | null, after: Uint8Array | null): Promise<void> {
+    if (!xattrTags(name).totl) return;
+    const k = totlNameKey(name);
+    const num = (v: Uint8Array): bigint => {
+      const n = parseTotlNumber(Buffer.from(v).toString('latin1'));
+      if (n === null) throw new CorruptionError('fs items', null, 'structure', `.totl. xattr of inode ${ino} holds a value that is not a number`);
+      return n;
+    };
+    if (k === null) throw new CorruptionError('fs items', null, 'structure', `.totl. xattr of inode ${ino} with a bad name`);
+    const total = (after === null ? 0n : num(after)) - (before === null ? 0n : num(before));
+    const count = (after === null ? 0n : 1n) - (before === null ? 0n : 1n);
+    const v = new Uint8Array(16);
+    setU64(v, 0, BigInt.asUintN(64, total));
+    setU64(v, 8, BigInt.asUintN(64, count));
+    const tk = key(ZONE.XATTR_TOTL, k.a, 0, k.b, k.c);
+    // Deltas are WRITE_ONLY operations (PROTOCOL.md 5.4): concurrent
+    // writers of one total never need to read it.
+    await this.items.delta(tk, v, { ...lockFor(tk), mode: 'WRITE_ONLY' });
+    this.counters.totlDeltas++;
   }
 
   private ignoreEnoent(e: unknown): void {
@@ -397,6 +503,9 @@ export class ScoutFs implements Fs {
         await this.deleteInode(h, ino, decodeInode(v));
         this.counters.orphansRecovered++;
       }, false);
+    }
+    if (this.counters.orphansRecovered > 0) {
+      this.d.log(`finished the deletion of ${this.counters.orphansRecovered} unlinked inode(s) a previous mount left open`);
     }
   }
 
@@ -471,6 +580,12 @@ export class ScoutFs implements Fs {
       const type = dtOfMode(mode);
       const di = await this.getDir(dir);
       if ((await this.findDirent(dir, name)) !== null) throw new FsError('EEXIST');
+      // A set-group-ID directory gives new inodes its group, and new
+      // directories its S_ISGID bit (what the kernel's inode_init_owner does).
+      if ((di.mode & S_ISGID) !== 0) {
+        ctx = { uid: ctx.uid, gid: di.gid };
+        if (type === DT.DIR) mode |= S_ISGID;
+      }
       const { ino, i } = await this.newInode(h, mode, rdev, ctx);
       if (fill !== undefined) await fill(h, ino, i);
       await this.addEntry(dir, di, name, ino, type);
@@ -846,7 +961,10 @@ export class ScoutFs implements Fs {
       if (end > U64_MAX / 2n) throw new FsError('EFBIG');
       const first = off / BLOCK;
       const last = (end + BLOCK - 1n) / BLOCK;
-      const buf = new Uint8Array(Number((last - first) * BLOCK));
+      // Block-aligned writes (every big sequential one) go out as they
+      // came; others are assembled in a zero-padded buffer of whole blocks.
+      const aligned = off % BLOCK === 0n && end % BLOCK === 0n;
+      const buf = aligned ? data : new Uint8Array(Number((last - first) * BLOCK));
       const segs = await this.mapRange(ino, first, last - first);
       // Partial edge blocks that are mapped: read what the write keeps.
       const edges = new Set<bigint>();
@@ -857,7 +975,7 @@ export class ScoutFs implements Fs {
         if (s.pblk === 0n) continue;
         buf.set(await this.d.dataDev.read((s.pblk + (b - s.lblk)) * BLOCK, SM_BLOCK_SIZE), Number((b - first) * BLOCK));
       }
-      buf.set(data, Number(off - first * BLOCK));
+      if (!aligned) buf.set(data, Number(off - first * BLOCK));
       const slice = (lblk: bigint, n: bigint): Uint8Array => buf.subarray(Number((lblk - first) * BLOCK), Number((lblk - first + n) * BLOCK));
       // Blocks are written in logical order; `done` is the first block not
       // yet written, so an ENOSPC part way is a short write (POSIX) of the
@@ -904,15 +1022,9 @@ export class ScoutFs implements Fs {
     const p = XATTR_PREFIXES.find((x) => startsWith(name, x));
     if (p === undefined) throw new FsError('EOPNOTSUPP', 'unknown xattr namespace');
     if (p === 'scoutfs.') {
-      let rest = Buffer.from(name).subarray(p.length).toString('latin1');
-      let tags = 0;
-      for (;;) {
-        const t = ['hide.', 'srch.', 'totl.'].find((x) => rest.startsWith(x));
-        if (t === undefined) break;
-        rest = rest.slice(t.length);
-        tags++;
-      }
-      if (tags === 0 || rest.length === 0) throw new FsError('EINVAL', 'scoutfs. xattr without a tag');
+      const t = xattrTags(name);
+      if (!(t.hide || t.srch || t.totl) || t.rest === 0) throw new FsError('EINVAL', 'scoutfs. xattr without a tag');
+      if (t.totl && totlNameKey(name) === null) throw new FsError('EINVAL', '.totl. xattr name does not end in three numbers');
     }
   }
 
@@ -972,12 +1084,19 @@ export class ScoutFs implements Fs {
       const x = await this.findXattr(ino, name);
       if (x !== null && flags.create === true) throw new FsError('EEXIST');
       if (x === null && flags.replace === true) throw new FsError('ENODATA');
+      const totl = xattrTags(name).totl;
+      if (totl && parseTotlNumber(Buffer.from(value).toString('latin1')) === null) {
+        throw new FsError('EINVAL', '.totl. xattr value is not a number');
+      }
+      if (totl) await this.logTotl(ino, name, x === null ? null : await this.readXattr(ino, x), value);
       let id: bigint;
       if (x !== null) {
+        // Replacing a value logs nothing to srch (8.1).
         await this.deleteXattrParts(ino, x);
         id = x.id;
       } else {
         id = i.next_xattr_id++;
+        await this.logSrch(h, ino, name, id);
       }
       const all = new Uint8Array(8 + name.length + value.length);
       all[0] = value.length & 0xff;
@@ -1005,7 +1124,7 @@ export class ScoutFs implements Fs {
         if (it === null) break;
         if (it.key.fourth === 0 && it.val.length >= 8) {
           const name = it.val.slice(8, 8 + getU8(it.val, 2));
-          if (!startsWith(name, 'scoutfs.') || !/^scoutfs\.(srch\.|totl\.)*hide\./.test(Buffer.from(name).toString('latin1'))) out.push(name);
+          if (!xattrTags(name).hide) out.push(name);
         }
         // skip the other parts of this xattr
         if (it.key.third === U64_MAX) {
@@ -1025,7 +1144,9 @@ export class ScoutFs implements Fs {
       const i = await this.getInode(ino);
       const x = await this.findXattr(ino, name);
       if (x === null) throw new FsError('ENODATA');
+      if (xattrTags(name).totl) await this.logTotl(ino, name, await this.readXattr(ino, x), null);
       await this.deleteXattrParts(ino, x);
+      await this.logSrch(h, ino, name, x.id);
       i.ctime = this.now();
       await this.putInode(h, ino, i);
     }, false);

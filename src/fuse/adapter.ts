@@ -18,50 +18,91 @@
  *
  * Paths.  FUSE hands us absolute paths; src/fuse/paths.ts resolves them to
  * inos through a cache that namespace changes here invalidate.  Open files
- * are tracked by handle (fi->fh) -> ino, so reads and writes through an
- * open handle keep working after the name is unlinked (with hard_remove,
- * libfuse does not rename unlinked open files to .fuse_hidden*).
+ * are tracked by handle (fi->fh) -> ino.
  *
- * Mount options (fuseOptions): attr_timeout=0, entry_timeout=0 and
- * negative_timeout=0 so that another mount's changes are seen at the next
- * syscall (PROTOCOL.md s0); use_ino so st_ino is the scoutfs ino;
- * hard_remove; big_writes and max_write so writes arrive in 128 KiB
+ * Unlinked open files.  With hard_remove, libfuse2 drops the path of an
+ * unlinked node, and because fuse-native does not set flag_nullpath_ok,
+ * libfuse then answers ENOENT itself for every read, write and fstat of the
+ * still-open file: POSIX broken.  So we mount without hard_remove and take
+ * over libfuse's "hide" step instead: to unlink (or rename over) an open
+ * file, libfuse first renames it to `.fuse_hiddenXXXXXXXXYYYYYYYY` in the
+ * same directory and unlinks that name at the last release.  A rename whose
+ * target has that form and whose source is open here is performed as an
+ * unlink in the Fs (which keeps the inode alive through its orphan item,
+ * PROTOCOL.md s10.3), and the hidden name is remembered in memory only
+ * (keyed by its unique basename, so renaming the directory does not lose
+ * it).  Nothing named .fuse_hidden* is ever stored: readdir never shows one
+ * and a crash leaves only the orphan item, which the next mount finishes.
+ * The hidden name's later unlink just forgets it.  Invariant: every entry
+ * of `hidden` names an inode with an open handle here.
+ *
+ * Mount options (fuseOptions): the kernel caches names (dentries) for
+ * ENTRY_TIMEOUT_S (1 s), and neither attributes nor negative lookups.
+ * Name caching is coherent only while this mount is the volume's one
+ * writer, which it is today (src/mount/mount.ts refuses a second mount):
+ * every namespace change passes through this kernel, which drops the
+ * dentries it makes stale.  Attributes are not cached because libfuse2's
+ * high-level API gives every hard link its own kernel inode: after a write
+ * or unlink through one name, another name's cached size or nlink would be
+ * stale for the whole timeout (measured: nlink 3 after the unlink that
+ * made it 2).  Cost: one getattr per stat (with 0 entry timeouts too, a
+ * stat of a/b/c cost 5 getattr round trips, 15% of a passthrough's rate).
+ * PROTOCOL.md s0 wants another mount's change seen at the next syscall:
+ * the cluster mount must set the entry timeout to 0 or invalidate on
+ * cluster lock loss.  use_ino so st_ino is the scoutfs ino; no
+ * hard_remove (above); big_writes and max_write so writes arrive in 128 KiB
  * requests; default_permissions so the kernel checks modes.  The binding
  * emits only a fixed list of options and skips zero values, so all of
  * these ride in the `fsname` string, which it appends verbatim after
  * "fsname=" (the value itself ends at the first comma).
  *
+ * The binding.  native/fuse is fuse-native 2.2.6 with three patches
+ * (native/fuse/fuse-native.c header): the caller's uid/gid reach creating
+ * ops (new inodes belong to the caller, not the daemon), st_ino is 64 bits,
+ * and utimens passes the mtime and UTIME_OMIT/UTIME_NOW.  scripts/setup.sh
+ * builds it; when it did not build, loadFuse falls back to the fuse-native
+ * package and logs what is lost.
+ *
  * fuse-native traps handled here (measured, see perf/fuse-passthrough.ts):
  *   - fsync and fsyncdir arguments are (path, datasync, fd, cb).
- *   - fgetattr is routed to ops.getattr by the binding (path only), so an
- *     fstat of an unlinked open file resolves a path that is gone: ENOENT.
- *   - utimens gets the atime in both positions: we cannot tell atime from
- *     mtime and set both to the first value (touch and utimes(t, t) work).
+ *   - fgetattr is routed to ops.getattr by the binding (path only); an
+ *     unlinked open file's hidden name still resolves (above).
+ *   - Upstream only: utimens gets the atime in both positions, so both
+ *     times are set to the first (touch and utimes(t, t) work); st_ino is a
+ *     uint32 (inos >= 2^32 truncated; `scoutfs stat` goes by path); no
+ *     caller context, so new inodes get the daemon's uid and gid.
  *   - Times cross the binding as milliseconds; sub-ms nsec are lost.
- *   - st_ino crosses the binding as a uint32: inos >= 2^32 are truncated
- *     in st_ino (scoutfs allocates from 1024 upwards, so only very large
- *     filesystems notice).  `scoutfs stat` reports by path, not st_ino.
  *   - write's and setxattr's buffers are external buffers detached right
  *     after the answer; we copy them before the first await.
  *   - create() receives no open flags; the kernel did the O_EXCL check via
  *     lookup already.
- *   - No caller context (fuse_get_context) is exposed: new inodes get the
- *     daemon's uid and gid.  The kernel still enforces permissions.
  *   - The binding answers ETIMEDOUT for an op slower than its timeout
  *     (15 s default): we raise it to 10 minutes because a commit under
  *     fsync can legitimately wait for the server.
  */
 import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
 import type { Timespec } from '../format/common.js';
-import { ERRNO, FsError } from '../format/errors.js';
+import { CorruptionError, ERRNO, FsError } from '../format/errors.js';
 import { PathCache, nameBytes, splitParent } from './paths.js';
 
 const require = createRequire(import.meta.url);
 
+/** libfuse2's hide_node() names: ".fuse_hidden" + node id + counter, %08x each. */
+const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/;
+
+/** native/fuse's UTIME_OMIT and UTIME_NOW sentinels (milliseconds). */
+export const UTIME_OMIT_MS = 2 ** 53 - 1;
+export const UTIME_NOW_MS = 2 ** 53 - 2;
+
 export type FuseCb = (code: number, ...rest: unknown[]) => void;
 
 interface FuseInstance {
+  /** Only in the patched binding (native/fuse). */
+  caller?: () => Ctx;
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
 }
@@ -71,6 +112,8 @@ interface FuseCtor {
 }
 
 export const OP_TIMEOUT_MS = 600_000;
+/** Kernel dentry cache lifetime (single writer: see the header). */
+export const ENTRY_TIMEOUT_S = 1;
 export const MAX_WRITE_BYTES = 131072;
 
 /* ---- the one errno mapping ------------------------------------------------- */
@@ -80,6 +123,12 @@ export function errnoOf(e: unknown, op: string, log: (line: string) => void): nu
   if (e instanceof FsError) {
     const n = ERRNO[e.code];
     if (typeof n === 'number') return -n;
+  }
+  // Bad bytes from disk are expected (STYLE.md s4): their message names
+  // the device, the blkno and the failed check, and is the one line.
+  if (e instanceof CorruptionError) {
+    log(`fuse: ${op}: ${e.message} (EIO)`);
+    return -ERRNO.EIO;
   }
   const err = e instanceof Error ? e : new Error(String(e));
   log(`fuse: ${op}: unexpected ${err.name}: ${err.message} (EIO)`);
@@ -98,7 +147,7 @@ function msToTimespec(msVal: number): Timespec {
 }
 
 /** The stat object fuse-native's getStatArray reads. */
-export function statOf(a: Attr): Record<string, number> {
+export function statOf(a: Attr, ino64 = false): Record<string, number> {
   return {
     mode: a.mode,
     uid: a.uid,
@@ -106,8 +155,9 @@ export function statOf(a: Attr): Record<string, number> {
     size: Number(a.size),
     dev: 0,
     nlink: a.nlink,
-    // The binding carries st_ino as a uint32 (see the header).
-    ino: Number(a.ino & 0xffffffffn),
+    // Upstream carries st_ino as a uint32 (see the header); native/fuse
+    // in 64 bits (exact as a JS number below 2^53).
+    ino: ino64 ? Number(a.ino) : Number(a.ino & 0xffffffffn),
     rdev: a.rdev,
     blksize: 4096,
     blocks: Number(a.blocks),
@@ -126,7 +176,16 @@ function u32(n: bigint): number {
 
 export interface AdapterOptions {
   log: (line: string) => void;
-  ctx?: Ctx;
+  /**
+   * The requesting process of the op being dispatched, read synchronously
+   * at the start of creating ops (the patched binding's Fuse#caller).
+   * Without it new inodes belong to the daemon's uid and gid.
+   */
+  caller?: () => Ctx;
+  /** The binding passes utimens's atime and mtime apart (native/fuse). */
+  utimensFixed?: boolean;
+  /** The binding carries st_ino in 64 bits (native/fuse); else 32. */
+  ino64?: boolean;
 }
 
 export interface Adapter {
@@ -134,17 +193,27 @@ export interface Adapter {
   paths: PathCache;
   /** Open handles, for tests and status. */
   openHandles(): number;
-  /** Counts of errors answered, by errno name or 'EIO(unexpected)'. */
+  /** Unlinked open files libfuse knows by a hidden name. */
+  hiddenFiles(): number;
+  /** Counts of errors answered, by errno name, 'EIO(corruption)' or 'EIO(unexpected)'. */
   errors: Map<string, number>;
 }
 
 export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
   const log = opts.log;
-  const ctx: Ctx = opts.ctx ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const daemon: Ctx = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const callerCtx = opts.caller ?? ((): Ctx => daemon);
+  const ino64 = opts.ino64 === true;
   const paths = new PathCache(fs);
   const handles = new Map<number, bigint>();
   let nextHandle = 1;
   const errors = new Map<string, number>();
+  // libfuse's hidden names of unlinked open files -> ino (see the header).
+  const hidden = new Map<string, bigint>();
+  const isOpenHere = (ino: bigint): boolean => {
+    for (const v of handles.values()) if (v === ino) return true;
+    return false;
+  };
 
   // Run an op body and answer the kernel exactly once.  `shape` maps a
   // successful result to the callback arguments.
@@ -171,7 +240,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
   }
   function fail(op: string, cb: FuseCb, e: unknown): void {
     const n = errnoOf(e, op, log);
-    const key = e instanceof FsError ? e.code : 'EIO(unexpected)';
+    const key = e instanceof FsError ? e.code : e instanceof CorruptionError ? 'EIO(corruption)' : 'EIO(unexpected)';
     errors.set(key, (errors.get(key) ?? 0) + 1);
     cb(n);
   }
@@ -183,12 +252,27 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     return { dir: await paths.resolve(parent), name: nameBytes(name), last: name };
   }
 
+  // scoutfs. xattrs (hide/srch/totl tags) need CAP_SYS_ADMIN (PROTOCOL.md
+  // 8.1); we know the caller's uid only, so that is uid 0.
+  function adminOnly(name: string, who: Ctx): void {
+    if (name.startsWith('scoutfs.') && who.uid !== 0) throw new FsError('EPERM', `${name} needs root`);
+  }
+
   async function resolveFresh(path: string): Promise<bigint> {
-    return paths.resolve(path);
+    const h = hiddenIno(path);
+    return h ?? paths.resolve(path);
+  }
+
+  function hiddenIno(path: string): bigint | undefined {
+    if (hidden.size === 0) return undefined;
+    const last = path.slice(path.lastIndexOf('/') + 1);
+    return HIDDEN_NAME.test(last) ? hidden.get(last) : undefined;
   }
 
   // getattr by path; a cached ino that vanished is dropped and walked again.
   async function getattrPath(path: string): Promise<Attr> {
+    const h = hiddenIno(path);
+    if (h !== undefined) return fs.getattr(h);
     const ino = await resolveFresh(path);
     try {
       return await fs.getattr(ino);
@@ -215,9 +299,9 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
 
   const ops: Record<string, unknown> = {
     init: (cb: FuseCb) => cb(0),
-    getattr: (path: string, cb: FuseCb) => answer('getattr', cb, () => getattrPath(path), (a) => [statOf(a)]),
+    getattr: (path: string, cb: FuseCb) => answer('getattr', cb, () => getattrPath(path), (a) => [statOf(a, ino64)]),
     fgetattr: (path: string, fd: number, cb: FuseCb) =>
-      answer('fgetattr', cb, async () => fs.getattr(await handleIno(fd, path)), (a) => [statOf(a)]),
+      answer('fgetattr', cb, async () => fs.getattr(await handleIno(fd, path)), (a) => [statOf(a, ino64)]),
     // default_permissions makes the kernel check modes; access only checks existence.
     access: (path: string, _mode: number, cb: FuseCb) => answer('access', cb, () => getattrPath(path), none),
     statfs: (_path: string, cb: FuseCb) =>
@@ -246,6 +330,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     releasedir: (_path: string, _fd: number, cb: FuseCb) => cb(0),
     create: (path: string, mode: number, cb: FuseCb) =>
       answer('create', cb, async () => {
+        const ctx = callerCtx(); // before the first await: see AdapterOptions.caller
         const { dir, name } = await parentOf(path);
         const a = await fs.create(dir, name, mode, ctx);
         paths.remember(path, a.ino);
@@ -301,26 +386,40 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         const a = await fs.getattr(ino);
         return fs.setattr(ino, { mode: (a.mode & ~0o7777) | (mode & 0o7777) });
       }, none),
-    // The binding passes the atime in both positions (see the header).
-    utimens: (path: string, atimeMs: number, _mtimeMs: number, cb: FuseCb) =>
+    // The patched binding passes both times, UTIME_OMIT and UTIME_NOW as
+    // sentinels; upstream passes the atime twice (see the header).
+    utimens: (path: string, atimeMs: number, mtimeMs: number, cb: FuseCb) =>
       answer('utimens', cb, async () => {
-        const t = msToTimespec(atimeMs);
-        return fs.setattr(await resolveFresh(path), { atime: t, mtime: t });
+        const now = Date.now();
+        const pick = (v: number): Timespec | undefined =>
+          v === UTIME_OMIT_MS ? undefined : msToTimespec(v === UTIME_NOW_MS ? now : v);
+        const atime = pick(atimeMs);
+        const mtime = opts.utimensFixed === true ? pick(mtimeMs) : atime;
+        const set: { atime?: Timespec; mtime?: Timespec } = {};
+        if (atime !== undefined) set.atime = atime;
+        if (mtime !== undefined) set.mtime = mtime;
+        return fs.setattr(await resolveFresh(path), set);
       }, none),
     mknod: (path: string, mode: number, dev: number, cb: FuseCb) =>
       answer('mknod', cb, async () => {
+        const ctx = callerCtx(); // before the first await: see AdapterOptions.caller
         const { dir, name } = await parentOf(path);
         const a = await fs.mknod(dir, name, mode, dev, ctx);
         paths.remember(path, a.ino);
       }, none),
     mkdir: (path: string, mode: number, cb: FuseCb) =>
       answer('mkdir', cb, async () => {
+        const ctx = callerCtx(); // before the first await: see AdapterOptions.caller
         const { dir, name } = await parentOf(path);
         const a = await fs.mkdir(dir, name, mode, ctx);
         paths.remember(path, a.ino);
       }, none),
     unlink: (path: string, cb: FuseCb) =>
       answer('unlink', cb, async () => {
+        const last = path.slice(path.lastIndexOf('/') + 1);
+        // libfuse removing the hidden name at the last release: the Fs
+        // unlinked the inode already and release() finished it.
+        if (hidden.delete(last)) return;
         const { dir, name } = await parentOf(path);
         try {
           await fs.unlink(dir, name);
@@ -341,6 +440,19 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
       answer('rename', cb, async () => {
         const from = await parentOf(src);
         const to = await parentOf(dest);
+        if (HIDDEN_NAME.test(to.last) && from.dir === to.dir) {
+          // libfuse hiding an open file it is about to unlink or replace.
+          const ino = (await fs.lookup(from.dir, from.name)).ino;
+          if (isOpenHere(ino)) {
+            try {
+              await fs.unlink(from.dir, from.name);
+            } finally {
+              paths.forget(src);
+            }
+            hidden.set(to.last, ino);
+            return;
+          }
+        }
         try {
           await fs.rename(from.dir, from.name, to.dir, to.name);
         } finally {
@@ -358,6 +470,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     // symlink(target, linkPath)
     symlink: (target: string, linkPath: string, cb: FuseCb) =>
       answer('symlink', cb, async () => {
+        const ctx = callerCtx(); // before the first await: see AdapterOptions.caller
         const { dir, name } = await parentOf(linkPath);
         const a = await fs.symlink(dir, name, nameBytes(target), ctx);
         paths.remember(linkPath, a.ino);
@@ -365,9 +478,11 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, cb: FuseCb) => {
       const v = Uint8Array.prototype.slice.call(value);
       // XATTR_CREATE 1, XATTR_REPLACE 2.
-      answer('setxattr', cb, async () =>
-        fs.setxattr(await resolveFresh(path), nameBytes(name), v, { create: (flags & 1) !== 0, replace: (flags & 2) !== 0 }),
-      none);
+      const who = callerCtx(); // before the first await
+      answer('setxattr', cb, async () => {
+        adminOnly(name, who);
+        return fs.setxattr(await resolveFresh(path), nameBytes(name), v, { create: (flags & 1) !== 0, replace: (flags & 2) !== 0 });
+      }, none);
     },
     getxattr: (path: string, name: string, _position: number, cb: FuseCb) =>
       answer('getxattr', cb, async () => fs.getxattr(await resolveFresh(path), nameBytes(name)),
@@ -375,10 +490,15 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     listxattr: (path: string, cb: FuseCb) =>
       answer('listxattr', cb, async () => fs.listxattr(await resolveFresh(path)),
         (names) => [names.map((n) => new TextDecoder().decode(n))]),
-    removexattr: (path: string, name: string, cb: FuseCb) =>
-      answer('removexattr', cb, async () => fs.removexattr(await resolveFresh(path), nameBytes(name)), none),
+    removexattr: (path: string, name: string, cb: FuseCb) => {
+      const who = callerCtx(); // before the first await
+      answer('removexattr', cb, async () => {
+        adminOnly(name, who);
+        return fs.removexattr(await resolveFresh(path), nameBytes(name));
+      }, none);
+    },
   };
-  return { ops, paths, openHandles: () => handles.size, errors };
+  return { ops, paths, openHandles: () => handles.size, hiddenFiles: () => hidden.size, errors };
 }
 
 /* ---- mounting -------------------------------------------------------------------- */
@@ -387,8 +507,8 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
 export function fuseOptions(fsname: string): string {
   const safe = fsname.replace(/[,\s\\]/g, '_') || 'scoutfs';
   return [
-    safe, 'subtype=scoutfs', 'use_ino', 'hard_remove', 'default_permissions', 'allow_other',
-    'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0',
+    safe, 'subtype=scoutfs', 'use_ino', 'default_permissions', 'allow_other',
+    'attr_timeout=0', `entry_timeout=${ENTRY_TIMEOUT_S}`, 'negative_timeout=0',
     'big_writes', `max_write=${MAX_WRITE_BYTES}`,
   ].join(',');
 }
@@ -401,16 +521,34 @@ export interface FuseMount {
   unmount(): Promise<void>;
 }
 
-export function loadFuse(): FuseCtor {
-  return require('fuse-native') as FuseCtor;
+/** native/fuse from the project root (this file is dist/src/fuse/adapter.js). */
+const PATCHED = fileURLToPath(new URL('../../../native/fuse/', import.meta.url));
+
+/**
+ * The patched binding (native/fuse, built by scripts/setup.sh) when it was
+ * built, else the fuse-native package.  SCOUTFS_FUSE_BINDING=upstream
+ * forces the package (tests of the fallback).
+ */
+export function loadFuse(): { Fuse: FuseCtor; patched: boolean } {
+  if (process.env.SCOUTFS_FUSE_BINDING !== 'upstream' && existsSync(join(PATCHED, 'build', 'Release', 'fuse.node'))) {
+    return { Fuse: require(join(PATCHED, 'index.cjs')) as FuseCtor, patched: true };
+  }
+  return { Fuse: require('fuse-native') as FuseCtor, patched: false };
 }
 
 /** Mount `fs` at `mnt`; resolves once the kernel finished FUSE_INIT. */
 export async function mountFuse(mnt: string, fs: Fs, opts: AdapterOptions & { fsname?: string }): Promise<FuseMount> {
-  const Fuse = loadFuse();
-  const adapter = makeAdapter(fs, opts);
+  const { Fuse, patched } = loadFuse();
+  // The instance exists only after the ops table; the caller is read late.
+  const holder: { fuse: FuseInstance | null } = { fuse: null };
+  const adapter = makeAdapter(fs, {
+    ...opts,
+    ...(patched ? { caller: () => holder.fuse!.caller!(), utimensFixed: true, ino64: true } : {}),
+  });
   const optionString = fuseOptions(opts.fsname ?? 'scoutfs');
   const fuse = new Fuse(mnt, adapter.ops, { fsname: optionString, maxRead: MAX_WRITE_BYTES, timeout: OP_TIMEOUT_MS });
+  holder.fuse = fuse;
+  if (!patched) opts.log('fuse: native/fuse is not built; using the fuse-native package (new files belong to the daemon, st_ino is 32 bits)');
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
   let unmounting: Promise<void> | null = null;
   return {

@@ -55,6 +55,8 @@ export function splitParent(path: string): { parent: string; name: string } {
 }
 
 function normalize(path: string): string {
+  // FUSE hands us normalized absolute paths: skip the split/join for them.
+  if (path.charCodeAt(0) === 47 && !path.includes('//') && (path.length === 1 || path.charCodeAt(path.length - 1) !== 47)) return path;
   return '/' + components(path).join('/');
 }
 

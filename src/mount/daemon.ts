@@ -46,8 +46,8 @@ import type { BlockDevice } from '../runtime/device.js';
 import { FileBlockDevice } from '../runtime/device.js';
 import { CryptoRandom, type Random } from '../runtime/random.js';
 import { RealClock, type Clock } from '../runtime/clock.js';
-import { decodeSuper, presentSlots } from '../format/super.js';
-import { SM_BLOCK_SIZE, SUPER_BLKNO } from '../format/constants.js';
+import { presentSlots } from '../format/super.js';
+import { readMetaSuper } from '../server/volume.js';
 import { FsError } from '../format/errors.js';
 import { mountFuse, type FuseMount } from '../fuse/adapter.js';
 import { DEFAULT_RUN_DIR, startControlServer, type ControlServer, type ControlRequest } from './control.js';
@@ -94,6 +94,8 @@ export function parseMountOptions(s: string): MountOpts {
 /** The mount the daemon runs: openMount's result (src/mount/mount.ts). */
 export interface OpenedMount {
   fs: Fs;
+  searchXattrs(name: Uint8Array): Promise<{ inos: bigint[]; complete: boolean }>;
+  readXattrTotals(): Promise<{ name: [bigint, bigint, bigint]; total: bigint; count: bigint }[]>;
   close(): Promise<void>;
   status(): object;
 }
@@ -218,7 +220,10 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     undo.push({ name: 'close meta device', fn: () => metaDev.close() });
     const dataDev = await FileBlockDevice.open(a.dataPath);
     undo.push({ name: 'close data device', fn: () => dataDev.close() });
-    const sup = decodeSuper(await metaDev.read(SUPER_BLKNO * BigInt(SM_BLOCK_SIZE), SM_BLOCK_SIZE));
+    // The verified read (crc, magic, META flag, size): a device holding
+    // something else, or zeros, is named as such before its bytes are
+    // taken for a quorum configuration.
+    const sup = await readMetaSuper(metaDev);
     if (a.opts.quorumSlotNr !== null) {
       const slots = presentSlots(sup);
       if (!slots.includes(a.opts.quorumSlotNr)) {
@@ -258,6 +263,13 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
             { major: u64(l?.major, 'last.major'), ino: u64(l?.ino, 'last.ino') }, max);
           return { entries };
         }
+        case 'search-xattrs': {
+          if (typeof req.name !== 'string' || req.name.length === 0) throw new FsError('EINVAL', 'search-xattrs needs a name');
+          const r = await m.searchXattrs(new TextEncoder().encode(req.name));
+          return { inos: r.inos, complete: r.complete };
+        }
+        case 'read-xattr-totals':
+          return { totals: await m.readXattrTotals() };
         case 'stat': {
           if (typeof req.path !== 'string') throw new FsError('EINVAL', 'stat needs a path');
           const at = await fuse.adapter.paths.resolve('/' + req.path);

@@ -10,7 +10,10 @@
  *        CorruptionError naming the device and the reason.
  *     2. pick a random rid (not 0, not all ones; 100 tries, else EIO);
  *     3. server, in process: ServerVolume, CommitQueue, SeqCounter,
- *        LogTreesServer (the handlers are called directly, no network);
+ *        LogTreesServer (the handlers are called directly, no network),
+ *        with metadata list and reserve sizes scaled to the volume
+ *        (metaAllocSizing: a small volume fills up into ENOSPC, not into
+ *        a GET the server cannot refill);
  *     4. client: block cache + images over the metadata device, forest
  *        reader whose roots are the committed (on-disk) super's fs_root and
  *        logs_root, item cache, Trans whose server is the in-process
@@ -60,7 +63,7 @@ import type { Random } from '../runtime/random.js';
 import type { Clock } from '../runtime/clock.js';
 import { BlockCache } from '../block/cache.js';
 import { CacheImages } from '../block/images.js';
-import { ForestReader } from '../forest/reader.js';
+import { CommittedStore, ForestReader } from '../forest/reader.js';
 import { ItemCache } from '../item/cache.js';
 import { HOLD_DATA_MIN_BLOCKS, Trans } from '../trans/trans.js';
 import { ServerVolume, readMetaSuper } from '../server/volume.js';
@@ -71,10 +74,19 @@ import type { Fs } from '../fs/api.js';
 import { ScoutFs } from '../fs/fs.js';
 import { allocInodes } from './inodes.js';
 import { reservedMetaBlocks } from '../alloc/server.js';
+import { LIST_FILL_LO, LIST_FILL_TARGET } from '../alloc/list.js';
 import { btreeIterate } from '../btree/btree.js';
-import { key } from '../format/key.js';
+import { compareKeys, key, keyInc, type Key } from '../format/key.js';
 import { ZONE } from '../format/items.js';
 import { decodeLogTrees, LOG_TREES_FLAG_FINALIZED } from '../format/logtrees.js';
+import { srchHash } from '../format/hash.js';
+import { searchXattrs, type SearchResult } from '../srch/search.js';
+
+export interface XattrTotal {
+  name: [bigint, bigint, bigint];
+  total: bigint;
+  count: bigint;
+}
 
 export interface MountOptions {
   metaDev: BlockDevice;
@@ -97,6 +109,17 @@ export interface MountOptions {
 
 export interface Mount {
   fs: Fs;
+  /**
+   * Inodes with a `.srch.` xattr of this name (PROTOCOL.md 8.4): commits
+   * the open transaction, then searches the committed srch files.
+   */
+  searchXattrs(name: Uint8Array, firstIno?: bigint, lastIno?: bigint): Promise<SearchResult>;
+  /**
+   * Committed `.totl.` totals (PROTOCOL.md 9.3 READ_XATTR_TOTALS): commits
+   * the open transaction, then reads zone 3 through the forest reader,
+   * which sums fs_root's totals and every log tree's deltas.
+   */
+  readXattrTotals(): Promise<XattrTotal[]>;
   close(): Promise<void>;
   status(): object;
 }
@@ -130,6 +153,35 @@ export async function readDataSuper(dev: BlockDevice, meta: Super): Promise<Supe
   return sb;
 }
 
+/**
+ * Metadata allocation sizes for a volume of totalMeta 64 KiB blocks.  The
+ * reference sizes (lists refilled toward 8185 blocks when they hold fewer
+ * than 4092; about 2.6 GiB reserved) assume a device of 64 GiB or more.  On
+ * a small volume (mkfs -A) they hand a mount most of the device in one
+ * list (a 1 GiB volume could not even mount: its first GET could not be
+ * filled, and a 1.2 GiB one mounted with meta_avail flagged LOW, so every
+ * create was ENOSPC), and the reserve that lets a GET always refill the
+ * lists was gone, so a volume filling up stalled commits on a GET the
+ * server could not fill instead of answering ENOSPC.
+ *
+ * So they scale with the device: the list fill target is a sixty-fourth
+ * of it, at least 256 (the server's low margin of 64 allocations must stay
+ * well below the refill threshold, or its idle freed list is never emptied
+ * and freed blocks never come back), and the reserve is an eighth of the
+ * device but at least four full lists (the server's two and a mount's
+ * two: what is consumed between the LOW flag and the frees coming back).
+ * From 32 GiB of metadata up the reference sizes apply.
+ */
+export function metaAllocSizing(totalMeta: bigint): { fillLo: number; fillTarget: number; reserved: bigint } {
+  const fillTarget = Math.min(LIST_FILL_TARGET, Math.max(256, Number(totalMeta / 64n)));
+  const fillLo = Math.min(LIST_FILL_LO, Math.floor(fillTarget / 2));
+  const full = reservedMetaBlocks(1);
+  const eighth = totalMeta / 8n;
+  const floor = 4n * BigInt(fillTarget);
+  const cap = eighth > floor ? eighth : floor;
+  return { fillLo, fillTarget, reserved: full < cap ? full : cap };
+}
+
 function pickRid(random: Random): bigint {
   for (let i = 0; i < 100; i++) {
     const rid = random.u64();
@@ -161,15 +213,11 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     assert(metaSb.total_meta_blocks * BigInt(LG_BLOCK_SIZE) <= opts.metaDev.sizeBytes);
     const rid = pickRid(opts.random);
 
+    const sizing = metaAllocSizing(metaSb.total_meta_blocks);
     const vol = await ServerVolume.open(opts.metaDev, {
-      random: opts.random, cacheSlots: t.serverCacheSlots, fillLo: t.serverFillLo, fillTarget: t.serverFillTarget,
-      // The reference reserve (about 2.6 GiB) would leave a small volume
-      // nothing to allocate: it is capped at an eighth of the device.
-      reserved: () => {
-        const full = reservedMetaBlocks(1);
-        const cap = metaSb.total_meta_blocks / 8n;
-        return full < cap ? full : cap;
-      },
+      random: opts.random, cacheSlots: t.serverCacheSlots,
+      fillLo: t.serverFillLo ?? sizing.fillLo, fillTarget: t.serverFillTarget ?? sizing.fillTarget,
+      reserved: () => sizing.reserved,
     });
     teardown.push({ name: 'server volume', fn: () => vol.close() });
     const commitq = new CommitQueue(vol);
@@ -178,7 +226,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     // A data_avail below the client's commit_before_hold minimum must come
     // flagged LOW, or every hold commits first, forever (trans.ts).
     assert((t.logTrees?.dataFillLo ?? DATA_FILL_LO) >= HOLD_DATA_MIN_BLOCKS, 'dataFillLo below the hold minimum');
-    const lts = new LogTreesServer(vol, commitq, seq, t.logTrees ?? {});
+    const lts = new LogTreesServer(vol, commitq, seq, { metaFillLo: sizing.fillLo, metaFillTarget: sizing.fillTarget, ...t.logTrees });
     // Single node: every open lt in logs_root belongs to a mount that is
     // gone (crashed, or never said farewell).  Reclaim them, as the server
     // does for a fenced mount, so their lists and data extents come back.
@@ -200,6 +248,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       const sb = await readMetaSuper(opts.metaDev);
       return { fs_root: sb.fs_root, logs_root: sb.logs_root };
     });
+    const committed = new CommittedStore(images, reader.counters);
     const holder: { trans: Trans | null } = { trans: null };
     const items = new ItemCache({
       reader, maxBytes: t.itemCacheBytes ?? 64 << 20,
@@ -248,6 +297,34 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     let closed = false;
     return {
       fs,
+      async searchXattrs(name, firstIno = 0n, lastIno = U64_MAX) {
+        await fs.sync();
+        // Blocks of the committed roots are never dirty right after a
+        // commit; should one be (ESTALE), read the newer roots once more.
+        for (let tries = 0; ; tries++) {
+          const sb = await readMetaSuper(opts.metaDev);
+          try {
+            return await searchXattrs(committed, sb, srchHash(name), firstIno, lastIno);
+          } catch (e) {
+            if (!(e instanceof FsError && e.code === 'ESTALE') || tries > 0) throw e;
+          }
+        }
+      },
+      async readXattrTotals() {
+        await fs.sync();
+        const first = key(ZONE.XATTR_TOTL, 0n, 0);
+        const last = key(ZONE.XATTR_TOTL, U64_MAX, 0xff, U64_MAX, U64_MAX, 0xff);
+        const out: XattrTotal[] = [];
+        for (let k: Key | null = first; k !== null;) {
+          const seg = await reader.readSegment(k, first, last);
+          for (const it of seg.items) {
+            if (it.val.length !== 16) throw new CorruptionError('fs items', null, 'structure', `xattr totl value of ${it.val.length} bytes`);
+            out.push({ name: [it.key.first, it.key.second, it.key.third], total: getU64(it.val, 0), count: getU64(it.val, 8) });
+          }
+          k = compareKeys(seg.end, last) >= 0 ? null : keyInc(seg.end);
+        }
+        return out;
+      },
       async close() {
         if (closed) return;
         closed = true;

@@ -1,7 +1,8 @@
 /*
- * The mount's unsorted srch log file (PROTOCOL.md 8.1-8.2, FORMAT.md
- * 11.1-11.4): entries (hash, ino, id) appended in the transaction that
- * creates or deletes a .srch. xattr, committed with the lt as srch_file.
+ * src/srch/file.ts: srch files, in particular the mount's unsorted srch
+ * log file (PROTOCOL.md 8.1-8.2, FORMAT.md 11.1-11.4): entries (hash, ino,
+ * id) appended in the transaction that creates or deletes a .srch. xattr,
+ * committed with the lt as srch_file.
  *
  *   srch_file {first, last, ref, blocks, entries, height}
  *       |
@@ -34,9 +35,9 @@
  *    a true bound, which is what a reader skipping files by first/last
  *    needs.)
  *
- * Reading (readSrchLogEntries, decodeSrchBlock): used by tests now and by
- * search and compaction later.  Bytes from disk are validated: height,
- * blocks and the radix shape must agree, every leaf must decode to exactly
+ * Reading (readSrchLogEntries, decodeSrchBlock): used by search
+ * (src/srch/search.ts), the tests, and compaction later.  Bytes from disk
+ * are validated: height, blocks and the radix shape must agree, every leaf must decode to exactly
  * entry_nr entries within entry_bytes, end at its tail and lie inside its
  * first/last, and the counts must sum to the file's; any violation is a
  * CorruptionError naming the block.

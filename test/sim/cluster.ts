@@ -92,7 +92,7 @@ import { CacheImages } from '../../src/block/images.js';
 import { NetTransServer } from '../../src/client/transserver.js';
 import { ForestReader } from '../../src/forest/reader.js';
 import { lockRangeOf } from '../../src/forest/lockkeys.js';
-import { readSrchLogEntries } from '../../src/forest/srch.js';
+import { readSrchLogEntries } from '../../src/srch/file.js';
 import { CorruptionError, LifecycleError } from '../../src/format/errors.js';
 import { SRCH_TYPE, ZONE } from '../../src/format/items.js';
 import { key, type Key } from '../../src/format/key.js';
@@ -416,7 +416,7 @@ export class ClientNode {
   /**
    * Log a .srch. xattr entry (unique id per incarnation).
    *
-   * SrchLogWriter.append (src/forest/srch.ts) serializes concurrent appends
+   * SrchLogWriter.append (src/srch/file.ts) serializes concurrent appends
    * itself (the sweep once found two holders allocating a leaf for the same
    * logical block).  `serializeSrch` additionally orders them in the
    * harness; it is off by default so the sweep exercises the writer's own

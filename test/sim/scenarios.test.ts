@@ -35,7 +35,7 @@
  *      lost.
  * And a test of the checker: a synced write or srch entry that is not on
  * disk is reported by verify().  A todo test records a bug in
- * src/forest/srch.ts (concurrent srch appends of two holders race); it
+ * src/srch/file.ts (concurrent srch appends of two holders race); it
  * fails until that is fixed and does not fail the run.
  *
  * Every scenario ends with the cluster checker (cluster.ts verify): fsck
@@ -45,7 +45,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { btreeIterate, btreeLookup } from '../../src/btree/btree.js';
-import { readSrchLogEntries } from '../../src/forest/srch.js';
+import { readSrchLogEntries } from '../../src/srch/file.js';
 import { FsError } from '../../src/format/errors.js';
 import { SRCH_TYPE, ZONE, logTreesKey } from '../../src/format/items.js';
 import { key } from '../../src/format/key.js';

@@ -27,7 +27,7 @@ import { setU16, setU32, getU32 } from '../../../src/format/layout.js';
 import { compareSrchEntries, SRCH_BLOCK, type SrchEntry } from '../../../src/format/srch.js';
 import { bloomSetBits, bloomCounters, resetBloomCounters } from '../../../src/forest/bloom.js';
 import { lockRangeOf, lockStartKey } from '../../../src/forest/lockkeys.js';
-import { decodeSrchBlock, readSrchLogEntries, srchCounters, resetSrchCounters, srchDigit, srchHeightFor } from '../../../src/forest/srch.js';
+import { decodeSrchBlock, readSrchLogEntries, srchCounters, resetSrchCounters, srchDigit, srchHeightFor } from '../../../src/srch/file.js';
 import { makeEnv, lockFor, type Mount } from '../trans/env.js';
 
 const fk = (ino: bigint, n: number): Key => key(ZONE.FS, ino, 6, BigInt(n)); // symlink items: any value

@@ -32,14 +32,14 @@ export function mkfsPair(metaBytes = 1024n * MIB, dataBytes = 64n * MIB, uuidFil
   return { meta, data };
 }
 
-export async function mountPair(p: Pair, seed = 1n, logs: string[] = [], itemCacheBytes?: number): Promise<Mount> {
+export async function mountPair(p: Pair, seed = 1n, logs: string[] = [], itemCacheBytes?: number, srchRotateBlocks?: bigint): Promise<Mount> {
   return openMount({
     metaDev: p.meta, dataDev: p.data, random: new SeededRandom(seed), clock: new FakeClock(),
     log: (l) => logs.push(l),
     tuning: {
       serverCacheSlots: 512, clientCacheSlots: 512,
       serverFillLo: 256, serverFillTarget: 1024,
-      logTrees: { metaFillLo: 256, metaFillTarget: 1024 },
+      logTrees: { metaFillLo: 256, metaFillTarget: 1024, srchRotateBlocks },
       inodeBatch: 64n,
       itemCacheBytes,
     },

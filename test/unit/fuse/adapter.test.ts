@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CleanupRegistry, isMounted, unmountAllUnder } from '../../../harness/cleanup.js';
 import { isRoot, which } from '../../../harness/sys.js';
-import { mountFuse, errnoOf, fuseOptions, type FuseMount } from '../../../src/fuse/adapter.js';
+import { mountFuse, errnoOf, fuseOptions, loadFuse, type FuseMount } from '../../../src/fuse/adapter.js';
 import { FsError, CorruptionError } from '../../../src/format/errors.js';
 import { MemFs } from './memfs.js';
 
@@ -38,12 +38,14 @@ test('errnoOf maps FsError by name and everything else to EIO with one log line'
   assert.equal(errnoOf(new TypeError('boom'), 'read', log), -5);
   assert.equal(errnoOf('a string', 'read', log), -5);
   assert.equal(lines.length, 3);
+  assert.equal(lines[0], 'fuse: read: corruption: meta blkno 5: crc check failed: bad (EIO)');
   assert.match(lines[1]!, /read: unexpected TypeError: boom/);
 });
 
-test('the option string carries zero timeouts, use_ino, hard_remove and big writes', () => {
+test('the option string carries the cache timeouts, use_ino and big writes, and no hard_remove', () => {
   const o = fuseOptions('/dev/loop0');
-  for (const want of ['use_ino', 'hard_remove', 'attr_timeout=0', 'entry_timeout=0', 'big_writes', 'max_write=131072']) {
+  assert.ok(!o.split(',').includes('hard_remove'), o);
+  for (const want of ['use_ino', 'attr_timeout=0', 'entry_timeout=1', 'negative_timeout=0', 'big_writes', 'max_write=131072']) {
     assert.ok(o.split(',').includes(want), `${want} in ${o}`);
   }
   assert.equal(fuseOptions('a,b c').split(',')[0], 'a_b_c');
@@ -197,21 +199,105 @@ test('fsync and fsync of a directory commit through Fs.sync', { skip: SKIP }, as
   await fsp.unlink(join(mnt, 's'));
 });
 
-// Measured: with hard_remove, libfuse2 hands the binding a NULL path for
-// I/O on an unlinked open file and fuse-native never answers: the request
-// hangs (and with it this in-process test).  Kept as a todo.
-test('an unlinked open file stays readable and leaves no .fuse_hidden file', { skip: 'fuse-native hangs on I/O to an unlinked open file under hard_remove' }, async () => {
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    assert.ok(Date.now() < end, 'timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+// libfuse hides an unlinked open file by renaming it to .fuse_hidden*; the
+// adapter turns that into an Fs unlink and keeps the name in memory only.
+test('an unlinked open file stays readable and writable, and no .fuse_hidden name is stored', { skip: SKIP }, async () => {
   const f = join(mnt, 'open-unlinked');
   await fsp.writeFile(f, 'still here');
   const fh = await fsp.open(f, 'r+');
+  const ino = (await fh.stat()).ino;
   await fsp.unlink(f);
   assert.deepEqual(await fsp.readdir(mnt), []);
+  assert.deepEqual(memfs.names(memfs.rootIno), [], 'nothing stored under a hidden name');
   const buf = Buffer.alloc(32);
   const { bytesRead } = await fh.read(buf, 0, 32, 0);
   assert.equal(buf.subarray(0, bytesRead).toString(), 'still here');
   await fh.write(Buffer.from('!'), 0, 1, 10);
+  assert.equal((await fh.stat()).size, 11);
+  assert.equal((await fh.stat()).ino, ino);
+  assert.equal(fm!.adapter.hiddenFiles(), 1);
   await fh.close();
-  assert.equal(fm!.adapter.openHandles(), 0);
+  // The kernel sends RELEASE after close() returned.
+  await until(() => fm!.adapter.openHandles() === 0 && fm!.adapter.hiddenFiles() === 0);
+  assert.equal(memfs.has(BigInt(ino)), false, 'the inode is gone after the last close');
+
+  // Renaming over an open file: the replaced file stays readable until closed.
+  await fsp.writeFile(join(mnt, 'old'), 'old contents');
+  await fsp.writeFile(join(mnt, 'new'), 'new contents');
+  const oh = await fsp.open(join(mnt, 'old'), 'r');
+  await fsp.rename(join(mnt, 'new'), join(mnt, 'old'));
+  assert.deepEqual(await fsp.readdir(mnt), ['old']);
+  assert.equal(await fsp.readFile(join(mnt, 'old'), 'utf8'), 'new contents');
+  const b2 = Buffer.alloc(32);
+  const r2 = await oh.read(b2, 0, 32, 0);
+  assert.equal(b2.subarray(0, r2.bytesRead).toString(), 'old contents');
+  await oh.close();
+  await until(() => fm!.adapter.hiddenFiles() === 0);
+  await fsp.unlink(join(mnt, 'old'));
+});
+
+const PATCHED = loadFuse().patched ? false : 'native/fuse is not built';
+
+test('patched binding: new inodes belong to the calling user', { skip: SKIP || PATCHED || !(await which('setpriv')) }, async () => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const run = promisify(execFile);
+  await fsp.chmod(base, 0o755); // mkdtemp made it 0700: others could not reach the mount
+  const d = join(mnt, 'shared');
+  await fsp.mkdir(d, { mode: 0o777 });
+  await fsp.chmod(d, 0o777);
+  const as = (uid: number, gid: number, ...cmd: string[]): Promise<unknown> =>
+    run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', ...cmd]);
+  await as(1234, 5678, 'touch', join(d, 'file'));
+  await as(1234, 5678, 'mkdir', join(d, 'dir'));
+  await as(1234, 5678, 'ln', '-s', 'file', join(d, 'link'));
+  for (const n of ['file', 'dir', 'link']) {
+    const st = await fsp.lstat(join(d, n));
+    assert.deepEqual([st.uid, st.gid], [1234, 5678], n);
+  }
+  // The owner can write its new 0644 file; another user cannot.
+  await as(1234, 5678, 'sh', '-c', `echo mine > ${join(d, 'file')}`);
+  await assert.rejects(as(4321, 4321, 'sh', '-c', `echo theirs > ${join(d, 'file')}`), /Permission denied/);
+  await fsp.rm(d, { recursive: true });
+});
+
+test('patched binding: utimens sets atime and mtime apart, and st_ino is 64 bits', { skip: SKIP || PATCHED }, async () => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const run = promisify(execFile);
+  const f = join(mnt, 'times');
+  await fsp.writeFile(f, '');
+  await fsp.utimes(f, new Date(1_000_000_000_000), new Date(1_500_000_000_000));
+  let st = await fsp.stat(f);
+  assert.deepEqual([st.atimeMs, st.mtimeMs], [1_000_000_000_000, 1_500_000_000_000]);
+  // touch -m leaves the atime (UTIME_OMIT); touch -a leaves the mtime.
+  await run('touch', ['-m', '-d', '@1600000000', f]);
+  st = await fsp.stat(f);
+  assert.deepEqual([st.atimeMs, st.mtimeMs], [1_000_000_000_000, 1_600_000_000_000]);
+  await run('touch', ['-a', '-d', '@1700000000', f]);
+  st = await fsp.stat(f);
+  assert.deepEqual([st.atimeMs, st.mtimeMs], [1_700_000_000_000, 1_600_000_000_000]);
+  // UTIME_NOW.
+  const before = Date.now() - 2000;
+  await run('touch', ['-m', f]);
+  st = await fsp.stat(f);
+  assert.ok(st.mtimeMs >= before && st.atimeMs === 1_700_000_000_000, `${st.mtimeMs} ${st.atimeMs}`);
+  await fsp.unlink(f);
+
+  const big = (1n << 33n) + 5n;
+  memfs.setNextIno(big);
+  await fsp.writeFile(join(mnt, 'bigino'), '');
+  const bst = await fsp.stat(join(mnt, 'bigino'), { bigint: true });
+  assert.equal(bst.ino, big);
+  await fsp.unlink(join(mnt, 'bigino'));
 });
 
 test('xattrs through setfattr/getfattr', { skip: SKIP || !(await which('setfattr')) ? 'needs root and setfattr' : false }, async () => {

@@ -41,6 +41,21 @@ export class MemFs implements Fs {
     this.nodes.get(1n)!.attr.nlink = 2;
   }
 
+  /** Test inspection: the names stored in directory `dir`. */
+  names(dir: bigint): string[] {
+    return [...this.dir(dir).keys()].sort();
+  }
+
+  /** Test hook: the next inode number handed out. */
+  setNextIno(ino: bigint): void {
+    this.nextIno = ino;
+  }
+
+  /** Test inspection: whether inode `ino` still exists. */
+  has(ino: bigint): boolean {
+    return this.nodes.has(ino);
+  }
+
   private now(): { sec: bigint; nsec: number } {
     const ms = Date.now();
     return { sec: BigInt(Math.floor(ms / 1000)), nsec: (ms % 1000) * 1e6 };

@@ -43,7 +43,7 @@ import { U64_MAX } from '../../../src/format/layout.js';
 import type { BlockDevice } from '../../../src/runtime/device.js';
 import type { SeededRandom } from '../../../src/runtime/random.js';
 import { ServerVolume } from '../../../src/server/volume.js';
-import { emptySrchFile } from '../../../src/forest/srch.js';
+import { emptySrchFile } from '../../../src/srch/file.js';
 import type { ForestRoots } from '../../../src/forest/reader.js';
 import type { TransServer } from '../../../src/trans/trans.js';
 
