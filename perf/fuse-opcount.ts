@@ -19,10 +19,10 @@
  *   scoutfs          ScoutFs (src/mount/mount.ts openMount) through the
  *                    adapter (src/fuse/adapter.ts makeAdapter) with the
  *                    options the mount uses (fuseOptions: attr_timeout=0,
- *                    entry_timeout=0, negative_timeout=0,
+ *                    entry_timeout=1, negative_timeout=0,
  *                    default_permissions)
  *   scoutfs-noperm   the same without default_permissions
- *   scoutfs-cached   the same with attr_timeout=1,entry_timeout=1
+ *   scoutfs-cached   the same with attr_timeout=1 as well
  *                    (libfuse's defaults; not coherent across mounts)
  *
  * The daemon is this file run as `daemon ...` in a child process (never
@@ -117,7 +117,7 @@ async function daemon(argv: string[]): Promise<void> {
     ops = makeAdapter(mo.fs, { log }).ops;
     fsname = fuseOptions('opcount');
     if (variant === 'scoutfs-noperm') fsname = fsname.replace(',default_permissions', '');
-    if (variant === 'scoutfs-cached') fsname = fsname.replace('attr_timeout=0,entry_timeout=0', 'attr_timeout=1,entry_timeout=1');
+    if (variant === 'scoutfs-cached') fsname = fsname.replace('attr_timeout=0', 'attr_timeout=1');
     close = async () => {
       await mo.close();
       await metaDev.close();
