@@ -25,7 +25,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
 
 function usage(): string {
   const lines = ['usage: scoutfs <command> [options] [args]', '', 'commands:'];
-  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(14)}${c.summary}`);
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(19)}${c.summary}`);
   return lines.join('\n') + '\n';
 }
 
