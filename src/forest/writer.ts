@@ -59,6 +59,7 @@ import { MetaAllocator, type BlockImages } from '../alloc/meta.js';
 import type { BlknoBounds } from '../alloc/extent.js';
 import { BTREE_ITEM_FLAG_DELETION } from '../format/btree.js';
 import { BTREE_MAX_VAL_LEN } from '../format/constants.js';
+import type { BtreeRoot } from '../format/common.js';
 import { CorruptionError } from '../format/errors.js';
 import { ZONE } from '../format/items.js';
 import { compareKeys, type Key } from '../format/key.js';
@@ -140,22 +141,24 @@ export class ForestWriter {
       this.counters.deletions++;
     } else {
       assert(it.val.length <= BTREE_MAX_VAL_LEN, `item value of ${it.val.length} bytes`);
-      let val = it.val;
-      if (it.delta) {
-        assert(it.key.zone === ZONE.XATTR_TOTL && val.length === 16, 'deltas are 16-byte xattr totl items');
-        const old = await btreeLookup(this.alloc, root, it.key);
-        if (old !== null && (old.flags & BTREE_ITEM_FLAG_DELETION) === 0) {
-          if (old.val.length !== 16) throw new CorruptionError('log tree', null, 'structure', `xattr totl item of ${old.val.length} bytes`);
-          val = new Uint8Array(16);
-          setU64(val, 0, BigInt.asUintN(64, getU64(old.val, 0) + getU64(it.val, 0)));
-          setU64(val, 8, BigInt.asUintN(64, getU64(old.val, 8) + getU64(it.val, 8)));
-          this.counters.deltasCombined++;
-        }
-      }
+      const val = it.delta ? await this.sumDelta(root, it) : it.val;
       await btreeForce(this.alloc, root, it.key, val, { seq: it.seq, flags: 0 });
     }
     if (it.seq > this.lt.max_item_seq) this.lt.max_item_seq = it.seq;
     this.counters.items++;
+  }
+
+  /** A totl delta summed onto the lt's existing item of its key, if any (FORMAT.md 8.5). */
+  private async sumDelta(root: BtreeRoot, it: ForestWriteItem): Promise<Uint8Array> {
+    assert(it.key.zone === ZONE.XATTR_TOTL && it.val.length === 16, 'deltas are 16-byte xattr totl items');
+    const old = await btreeLookup(this.alloc, root, it.key);
+    if (old === null || (old.flags & BTREE_ITEM_FLAG_DELETION) !== 0) return it.val;
+    if (old.val.length !== 16) throw new CorruptionError('log tree', null, 'structure', `xattr totl item of ${old.val.length} bytes`);
+    const val = new Uint8Array(16);
+    setU64(val, 0, BigInt.asUintN(64, getU64(old.val, 0) + getU64(it.val, 0)));
+    setU64(val, 8, BigInt.asUintN(64, getU64(old.val, 8) + getU64(it.val, 8)));
+    this.counters.deltasCombined++;
+    return val;
   }
 
   /**
@@ -184,17 +187,7 @@ export class ForestWriter {
     const root = this.lt.item_root;
     for (const it of items) {
       if (!it.delta || it.deletion || this.deltaSums.has(it)) continue;
-      assert(it.key.zone === ZONE.XATTR_TOTL && it.val.length === 16, 'deltas are 16-byte xattr totl items');
-      let val = it.val;
-      const old = await btreeLookup(this.alloc, root, it.key);
-      if (old !== null && (old.flags & BTREE_ITEM_FLAG_DELETION) === 0) {
-        if (old.val.length !== 16) throw new CorruptionError('log tree', null, 'structure', `xattr totl item of ${old.val.length} bytes`);
-        val = new Uint8Array(16);
-        setU64(val, 0, BigInt.asUintN(64, getU64(old.val, 0) + getU64(it.val, 0)));
-        setU64(val, 8, BigInt.asUintN(64, getU64(old.val, 8) + getU64(it.val, 8)));
-        this.counters.deltasCombined++;
-      }
-      this.deltaSums.set(it, val);
+      this.deltaSums.set(it, await this.sumDelta(root, it));
     }
     const empty = new Uint8Array(0);
     const merged: MergeItem[] = items.map((it) => it.deletion
