@@ -753,14 +753,11 @@ export class ScoutFs implements Fs {
       await this.getDir(dir);
       const out: DirEntry[] = [];
       const last = readdirKey(dir, U64_MAX - 1n);
-      let k = readdirKey(dir, pos);
-      while (out.length < max) {
-        const it = await this.nextItem(k, last);
-        if (it === null) break;
+      const k = readdirKey(dir, pos);
+      for (const it of await this.items.nextN(k, last, lockFor(k), max)) {
         const d = decodeDirent(it.val);
         if (d === null) throw new CorruptionError('fs items', null, 'structure', `readdir item in dir ${dir} of ${it.val.length} bytes`);
         out.push({ name: d.name, ino: d.ino, type: d.type, pos: it.key.second });
-        k = readdirKey(dir, it.key.second + 1n);
       }
       return out;
     });

@@ -257,6 +257,32 @@ export class ItemCache {
     }
   }
 
+  /**
+   * Up to `max` items with keys in [k, min(last, lock.end)], in key order:
+   * next() repeated, without a page search per item (readdir).
+   */
+  async nextN(k: Key, last: Key, lock: ItemLock, max: number): Promise<{ key: Key; val: Uint8Array }[]> {
+    this.check(k, lock, 'READ', false);
+    const end = minKey(last, lock.end);
+    const out: { key: Key; val: Uint8Array }[] = [];
+    let cur = k;
+    try {
+      while (out.length < max && compareKeys(cur, end) <= 0) {
+        const p = await this.ensurePage(cur, lock);
+        for (let i = lowerBound(p.items, cur); i < p.items.length && out.length < max; i++) {
+          const it = p.items[i]!;
+          if (compareKeys(it.key, end) > 0) return out;
+          if (!it.deletion && !it.delta) out.push({ key: { ...it.key }, val: it.val.slice() });
+        }
+        if (out.length >= max || compareKeys(p.end, end) >= 0) return out;
+        cur = keyInc(p.end);
+      }
+      return out;
+    } finally {
+      this.shrink();
+    }
+  }
+
   /** The last item with key in [max(first, lock.start), k], or null. */
   async prev(k: Key, first: Key, lock: ItemLock): Promise<{ key: Key; val: Uint8Array } | null> {
     this.check(k, lock, 'READ', false);

@@ -233,6 +233,17 @@ test('random operations with commits and a tiny memory bound answer like a model
             .filter(({ k: f }) => BigInt(f[1]!) === ino && Number(f[3]) >= Number(k.second) && Number(f[3]) <= Number(last.second))
             .sort((a, b) => Number(a.k[3]) - Number(b.k[3]))[0];
           assert.equal(got === null ? null : Number(got.key.second), want === undefined ? null : Number(want.k[3]), `next seed ${seed} step ${step}`);
+          // nextN: the same as next() repeated.
+          const max = 1 + rnd.int(8);
+          const many = await cache.nextN(k, last, L, max);
+          const one: number[] = [];
+          for (let at = k; one.length < max;) {
+            const it = await cache.next(at, last, L);
+            if (it === null) break;
+            one.push(Number(it.key.second));
+            at = { ...it.key, second: it.key.second + 1n };
+          }
+          assert.deepEqual(many.map((it) => Number(it.key.second)), one, `nextN seed ${seed} step ${step}`);
         } else if (op === 5) {
           // Commit: the dirty items reach the forest, then become clean.
           const snap = cache.dirtySnapshot();
