@@ -14,13 +14,14 @@
  *   symlink      4.ino.6.nr                    896-byte chunks of target + NUL
  *   data extent  4.ino.7.last.len              blkno, flags
  *
- * Every changing operation runs as one unit: it takes the fs mutex, then a
- * transaction hold, makes all its item changes, and releases.  Reads take
- * the mutex too, so nobody sees an operation half done (the item cache
- * interleaves at every await).  One mutex is simple and is enough for a
- * single FUSE mount; finer locking (per inode, like the kernel's i_rwsem)
- * can replace it without changing the item layout.  sync() waits outside
- * the mutex.
+ * Every changing operation runs as one unit: it takes the fs lock
+ * exclusively, then a transaction hold, makes all its item changes, and
+ * releases.  Reads (lookup, getattr, readdir, read, xattr reads) take it
+ * shared, so nobody sees an operation half done (the item cache
+ * interleaves at every await) while reads run alongside each other.  One
+ * lock is simple and is enough for a single FUSE mount; finer locking (per
+ * inode, like the kernel's i_rwsem) can replace it without changing the
+ * item layout.  sync() waits outside the lock.
  *
  * Items go through the item cache with the lock range each key would have
  * under a cluster lock (src/forest/lockkeys.ts), in WRITE mode: there are no
@@ -244,13 +245,51 @@ interface FoundXattr {
   nameLen: number;
 }
 
-/** A FIFO mutex: operations run one at a time. */
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
+/**
+ * A FIFO readers-writer lock: run() is exclusive, shared() runs alongside
+ * other shared holders.  Requests are granted in arrival order, so a
+ * waiting exclusive request holds back the shared ones behind it (no
+ * writer starvation).  Invariant: exclusive > 0 implies shared === 0, and
+ * exclusive <= 1.
+ */
+class RwLock {
+  private sharedHolders = 0;
+  private exclusive = 0;
+  private readonly waiting: { excl: boolean; go: () => void }[] = [];
+
   run<T>(fn: () => Promise<T>): Promise<T> {
-    const r = this.tail.then(fn);
-    this.tail = r.then(() => undefined, () => undefined);
-    return r;
+    return this.hold(true, fn);
+  }
+
+  shared<T>(fn: () => Promise<T>): Promise<T> {
+    return this.hold(false, fn);
+  }
+
+  private async hold<T>(excl: boolean, fn: () => Promise<T>): Promise<T> {
+    await new Promise<void>((go) => {
+      this.waiting.push({ excl, go });
+      this.pump();
+    });
+    try {
+      return await fn();
+    } finally {
+      if (excl) this.exclusive--;
+      else this.sharedHolders--;
+      this.pump();
+    }
+  }
+
+  private pump(): void {
+    while (this.waiting.length > 0 && this.exclusive === 0) {
+      const w = this.waiting[0]!;
+      if (w.excl && this.sharedHolders > 0) return;
+      this.waiting.shift();
+      if (w.excl) this.exclusive++;
+      else this.sharedHolders++;
+      assert(this.exclusive <= 1 && (this.exclusive === 0 || this.sharedHolders === 0), 'rw lock state');
+      w.go();
+      if (w.excl) return;
+    }
   }
 }
 
@@ -259,7 +298,7 @@ export class ScoutFs implements Fs {
   readonly counters: FsCounters = {
     inodesCreated: 0, inodesDeleted: 0, orphansCreated: 0, orphansRecovered: 0, srchEntries: 0, totlDeltas: 0, blocksAllocated: 0, blocksFreed: 0, inoBatches: 0,
   };
-  private readonly mutex = new Mutex();
+  private readonly mutex = new RwLock();
   private readonly opens = new Map<bigint, number>();
   private inoPool = { next: 0n, end: 0n };
   private readonly dataBounds: BlknoBounds;
@@ -291,7 +330,7 @@ export class ScoutFs implements Fs {
   /* ---- plumbing ------------------------------------------------------------------------------- */
 
   private reading<T>(fn: () => Promise<T>): Promise<T> {
-    return this.mutex.run(async () => {
+    return this.mutex.shared(async () => {
       this.assertLive();
       return fn();
     });
@@ -929,23 +968,33 @@ export class ScoutFs implements Fs {
     return e;
   }
 
+  /**
+   * Reads share the fs lock with other reads (the kernel sends readahead
+   * requests in parallel) and hold it across the device reads: a truncate
+   * or unlink, which could free the mapped blocks for reuse, waits.
+   */
   read(ino: bigint, off: bigint, len: number): Promise<Uint8Array> {
-    return this.mutex.run(async () => {
-      this.assertLive();
+    return this.reading(async () => {
       const i = await this.getReg(ino);
       if (off < 0n || len < 0) throw new FsError('EINVAL');
       if (off >= i.size || len === 0) return new Uint8Array(0);
       const end = off + BigInt(len) < i.size ? off + BigInt(len) : i.size;
       const first = off / BLOCK;
       const last = (end + BLOCK - 1n) / BLOCK;
+      const at = Number(off - first * BLOCK);
+      const segs = await this.mapRange(ino, first, last - first);
+      const one = segs.length === 1 ? segs[0]! : null;
+      if (one !== null && one.pblk !== 0n) {
+        // One mapped extent (the sequential case): the device's buffer as is.
+        return (await this.d.dataDev.read(one.pblk * BLOCK, Number(one.len * BLOCK))).subarray(at, at + Number(end - off));
+      }
       const buf = new Uint8Array(Number((last - first) * BLOCK));
-      for (const s of await this.mapRange(ino, first, last - first)) {
+      for (const s of segs) {
         if (s.pblk === 0n) continue;
         const b = await this.d.dataDev.read(s.pblk * BLOCK, Number(s.len * BLOCK));
         buf.set(b, Number((s.lblk - first) * BLOCK));
       }
-      const at = Number(off - first * BLOCK);
-      return buf.slice(at, at + Number(end - off));
+      return buf.subarray(at, at + Number(end - off));
     });
   }
 
