@@ -454,6 +454,10 @@ test(`a ${BIG_ENTRIES}-entry directory lists every entry exactly once`, { skip: 
 test(`a ${BIG_FILE_MIB} MiB file reads back with the same sha256 after a remount`, { skip: SKIP, timeout: 900_000 }, async () => {
   const f = at('big');
   const chunk = 1 << 20;
+  // statfs(2) through the kernel: 4 KiB blocks of the data device.
+  const sf0 = await fsp.statfs(mnt);
+  assert.equal(sf0.bsize, 4096);
+  assert.ok(sf0.blocks * 4096 <= 8 * GIB && sf0.blocks * 4096 > 7 * GIB, `${sf0.blocks} blocks`);
   const h = createHash('sha256');
   const fh = await fsp.open(f, 'w');
   const buf = Buffer.alloc(chunk);
@@ -469,6 +473,8 @@ test(`a ${BIG_FILE_MIB} MiB file reads back with the same sha256 after a remount
   await fh.sync();
   await fh.close();
   const want = h.digest('hex');
+  const sf1 = await fsp.statfs(mnt);
+  assert.ok(sf0.bfree - sf1.bfree >= BIG_FILE_MIB * 256, `free blocks ${sf0.bfree} -> ${sf1.bfree} after ${BIG_FILE_MIB} MiB`);
   await remount();
   assert.equal((await fsp.stat(f)).size, BIG_FILE_MIB * chunk);
   const r = createHash('sha256');
