@@ -46,10 +46,12 @@
  * Farewell: close() reclaims our lt after the final commit (finalized,
  * lists and data extents back to the server), and open reclaims any open
  * lt left by a mount that did not close: on a single node it is gone.
- * Finalized lts keep their items readable through logs_root.
+ * Then open merges every finalized lt into fs_root and frees it
+ * (src/server/logmerge.ts), before the first transaction.
  *
- * Left out: quorum election and the network server/client, log merging
- * (finalized lts accumulate in logs_root: one per mount), srch compaction,
+ * Left out: quorum election and the network server/client, the
+ * distributed log merge (PROTOCOL.md 5.7; the merge at open covers a
+ * single node), srch compaction,
  * the orphan scan timer (orphans are handled at release and at mount).
  */
 import assert from 'node:assert/strict';
@@ -70,6 +72,7 @@ import { ServerVolume, readMetaSuper } from '../server/volume.js';
 import { CommitQueue } from '../server/commitq.js';
 import { SeqCounter } from '../server/seq.js';
 import { DATA_FILL_LO, LogTreesServer, type LogTreesServerOptions } from '../server/logtrees.js';
+import { mergeFinalizedLogTrees } from '../server/logmerge.js';
 import type { Fs } from '../fs/api.js';
 import { ScoutFs } from '../fs/fs.js';
 import { allocInodes } from './inodes.js';
@@ -104,6 +107,8 @@ export interface MountOptions {
     logTrees?: LogTreesServerOptions;
     commitIntervalMs?: number;
     inodeBatch?: bigint;
+    /** Tests: no log merge at open (finalized lts accumulate), or small merge commits. */
+    logMerge?: { disabled?: boolean; maxChangesPerCommit?: number };
   };
 }
 
@@ -239,6 +244,22 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       log(`reclaiming the log trees of departed rid ${r.toString(16).padStart(16, '0')}`);
       await lts.reclaimRid(r);
     }
+    // Every lt is now finalized: fold them into fs_root (src/server/logmerge.ts).
+    // A corrupt block in an input tree is met by the merge's dry run,
+    // before anything changed (vol.failure still null): the trees stay,
+    // the mount goes on, and reads that need the block get EIO as they
+    // would have without the merge.  Corruption met after the first change
+    // failed the volume: the mount stops, naming the block.
+    if (t.logMerge?.disabled !== true) {
+      try {
+        const lm = await mergeFinalizedLogTrees(vol, commitq, lts.mutexes, { reserveBlocks: sizing.reserved, maxChangesPerCommit: t.logMerge?.maxChangesPerCommit });
+        if (lm.trees > 0) log(`merged ${lm.trees} log trees into fs_root (${lm.items} items, ${lm.blocksFreed} blocks freed)`);
+        if (lm.skipped !== null) log(`log merge left finalized log trees in logs_root: ${lm.skipped}`);
+      } catch (e) {
+        if (!(e instanceof CorruptionError) || vol.failure !== null) throw e;
+        log(`log merge skipped, the finalized log trees stay in logs_root: ${e.message}`);
+      }
+    }
 
     const cache = new BlockCache({ slots: t.clientCacheSlots ?? 1024 });
     teardown.push({ name: 'client block cache', fn: () => cache.destroy() });
@@ -250,6 +271,18 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     });
     const committed = new CommittedStore(images, reader.counters);
     const holder: { trans: Trans | null } = { trans: null };
+    // A failed in-process server volume never commits again (it must be
+    // reopened), so the final commit at unmount is abandoned, not retried
+    // forever.
+    let closing = false;
+    const serverCall = async <T>(fn: () => Promise<T>): Promise<T> => {
+      try {
+        return await fn();
+      } catch (e) {
+        if (closing && vol.failure !== null) holder.trans?.forceUnmount();
+        throw e;
+      }
+    };
     const items = new ItemCache({
       reader, maxBytes: t.itemCacheBytes ?? 64 << 20,
       transSeq: () => holder.trans?.transSeq ?? 0n,
@@ -262,7 +295,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     // the server, so the next mount's rid starts from a full allocator.
     teardown.push({ name: 'farewell', fn: () => lts.reclaimRid(rid) });
     const trans = new Trans({
-      server: { getLogTrees: () => lts.getLogTrees(rid), commitLogTrees: (lt) => lts.commitLogTrees(rid, lt) },
+      server: { getLogTrees: () => serverCall(() => lts.getLogTrees(rid)), commitLogTrees: (lt) => serverCall(() => lts.commitLogTrees(rid, lt)) },
       clock: opts.clock, images, items, rid,
       dev: {
         flush: async () => {
@@ -275,7 +308,14 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       log: (level, msg) => log(`trans ${level}: ${msg}`),
     });
     holder.trans = trans;
-    teardown.push({ name: 'transactions', fn: () => trans.shutdown() });
+    teardown.push({
+      name: 'transactions',
+      fn: () => {
+        closing = true;
+        if (vol.failure !== null) trans.forceUnmount();
+        return trans.shutdown();
+      },
+    });
     await trans.openFirst();
 
     const fs = await ScoutFs.open({
