@@ -402,3 +402,45 @@ test('random writes on three mounts with random server faults and clock jumps: e
     }
   }
 });
+
+test('shutdown during a running commit returns only after the worker stopped: no server call after it', async () => {
+  const env = await makeEnv(91n);
+  try {
+    let gate: (() => void) | null = null;
+    let calls = 0;
+    let shutDone = false;
+    let lateCalls = 0;
+    const server: TransServer = {
+      getLogTrees: async () => {
+        calls++;
+        if (shutDone) lateCalls++;
+        return env.server.getLogTrees(1n);
+      },
+      commitLogTrees: async (lt) => {
+        calls++;
+        if (shutDone) lateCalls++;
+        if (gate === null) await new Promise<void>((r) => { gate = r; });
+        return env.server.commitLogTrees(1n, lt);
+      },
+    };
+    const m = env.mount(1n, { server });
+    await m.trans.openFirst();
+    const h = await m.trans.hold();
+    await m.items.create(fk(1024n, 7), text('x'), lockFor(fk(1024n, 7)));
+    m.trans.release(h);
+    const syncing = m.trans.sync();
+    await settle();
+    assert.notEqual(gate, null, 'the commit waits at the gate');
+    // The shutdown kick folds into the running commit's loop: one more commit follows it.
+    const shutting = m.trans.shutdown().then(() => { shutDone = true; });
+    await settle();
+    (gate as unknown as () => void)();
+    await syncing;
+    await shutting;
+    await settle(10);
+    assert.equal(lateCalls, 0, 'no GET or COMMIT after shutdown returned');
+    assert.ok(calls >= 4, `${calls} server calls: the second commit ran before shutdown returned`);
+  } finally {
+    env.close();
+  }
+});
