@@ -32,7 +32,10 @@ export function mkfsPair(metaBytes = 1024n * MIB, dataBytes = 64n * MIB, uuidFil
   return { meta, data };
 }
 
-export async function mountPair(p: Pair, seed = 1n, logs: string[] = [], itemCacheBytes?: number, srchRotateBlocks?: bigint): Promise<Mount> {
+export async function mountPair(
+  p: Pair, seed = 1n, logs: string[] = [], itemCacheBytes?: number, srchRotateBlocks?: bigint,
+  logMerge?: { disabled?: boolean; maxChangesPerCommit?: number },
+): Promise<Mount> {
   return openMount({
     metaDev: p.meta, dataDev: p.data, random: new SeededRandom(seed), clock: new FakeClock(),
     log: (l) => logs.push(l),
@@ -42,6 +45,7 @@ export async function mountPair(p: Pair, seed = 1n, logs: string[] = [], itemCac
       logTrees: { metaFillLo: 256, metaFillTarget: 1024, srchRotateBlocks },
       inodeBatch: 64n,
       itemCacheBytes,
+      logMerge,
     },
   });
 }

@@ -17,9 +17,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SeededRandom } from '../../../src/runtime/random.js';
-import { FakeClock } from '../../../src/runtime/clock.js';
-import { FaultDevice } from '../../../src/runtime/faultdevice.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
+import { PowerCutDevice } from './powercut.js';
 import type { BlockDevice } from '../../../src/runtime/device.js';
 import { FsError } from '../../../src/format/errors.js';
 import { ZONE } from '../../../src/format/items.js';
@@ -27,14 +26,14 @@ import { key } from '../../../src/format/key.js';
 import { U64_MAX } from '../../../src/format/layout.js';
 import { decodeLogTrees, LOG_TREES_FLAG_FINALIZED } from '../../../src/format/logtrees.js';
 import { btreeIterate } from '../../../src/btree/btree.js';
-import { openMount, metaAllocSizing, type Mount } from '../../../src/mount/mount.js';
+import { metaAllocSizing, type Mount } from '../../../src/mount/mount.js';
 import { ServerVolume, readMetaSuper } from '../../../src/server/volume.js';
 import { CommitQueue } from '../../../src/server/commitq.js';
 import { SeqCounter } from '../../../src/server/seq.js';
 import { ServerMutexes } from '../../../src/server/mutex.js';
 import { mergeFinalizedLogTrees, type LogMergeResult } from '../../../src/server/logmerge.js';
 import { totlNameKey } from '../../../src/fs/fs.js';
-import { CTX, b, fsckClean, mkfsPair, s, type Pair } from '../fs/env.js';
+import { CTX, b, fsckClean, mkfsPair, mountPair, s, type Pair } from '../fs/env.js';
 
 interface FileModel {
   ino: bigint;
@@ -43,18 +42,8 @@ interface FileModel {
 }
 type Model = Map<string, FileModel>;
 
-async function mount(p: Pair, seed: bigint, merge: { disabled?: boolean; maxChangesPerCommit?: number } = {}, logs: string[] = []): Promise<Mount> {
-  return openMount({
-    metaDev: p.meta, dataDev: p.data, random: new SeededRandom(seed), clock: new FakeClock(),
-    log: (l) => logs.push(l),
-    tuning: {
-      serverCacheSlots: 512, clientCacheSlots: 512,
-      serverFillLo: 256, serverFillTarget: 1024,
-      logTrees: { metaFillLo: 256, metaFillTarget: 1024 },
-      inodeBatch: 64n,
-      logMerge: merge,
-    },
-  });
+function mount(p: Pair, seed: bigint, merge: { disabled?: boolean; maxChangesPerCommit?: number } = {}, logs: string[] = []): Promise<Mount> {
+  return mountPair(p, seed, logs, undefined, undefined, merge);
 }
 
 const SERVER_OPTS = (seed: bigint, totalMeta: bigint) => ({
@@ -236,29 +225,6 @@ test('without the merge the same remounts keep every finalized lt (what the merg
   await fsckClean(pair, 'after merging three');
 });
 
-/** Power loss at the n-th write or flush: nothing later reaches the disk (as in volume.test.ts). */
-class PowerCutDevice extends FaultDevice {
-  private writes = 0;
-  private flushes = 0;
-  cut = false;
-  constructor(inner: BlockDevice, rnd: SeededRandom, private readonly at: { writes?: number; flushes?: number }) {
-    super(inner, rnd);
-  }
-  override async write(off: bigint, data: Uint8Array): Promise<void> {
-    if (this.cut || (this.at.writes !== undefined && ++this.writes >= this.at.writes)) {
-      this.cut = true;
-      throw new FsError('EIO', 'power cut');
-    }
-    return super.write(off, data);
-  }
-  override async flush(): Promise<void> {
-    if (this.cut || (this.at.flushes !== undefined && ++this.flushes >= this.at.flushes)) {
-      this.cut = true;
-      throw new FsError('EIO', 'power cut');
-    }
-    return super.flush();
-  }
-}
 
 function cloneDev(d: MemoryBlockDevice): MemoryBlockDevice {
   const c = new MemoryBlockDevice(d.sizeBytes, d.path);

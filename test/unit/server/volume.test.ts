@@ -23,38 +23,10 @@ import { key, compareKeys, type Key } from '../../../src/format/key.js';
 import { fsck } from '../../../src/fsck/fsck.js';
 import { VolumeWalker } from '../../../src/print/walk.js';
 import { FsError } from '../../../src/format/errors.js';
+import { PowerCutDevice } from './powercut.js';
 import type { BlockDevice } from '../../../src/runtime/device.js';
 
 const MIB = 1n << 20n;
-
-/**
- * Power loss: from the cut point on, every write and flush fails (nothing
- * more reaches the disk); what was written but not flushed lands or not at
- * crash().  The cut is at the n-th write or at the n-th flush, so it can
- * fall between a super write and its flush.
- */
-class PowerCutDevice extends FaultDevice {
-  private writes = 0;
-  private flushes = 0;
-  cut = false;
-  constructor(inner: BlockDevice, rnd: SeededRandom, private readonly at: { writes?: number; flushes?: number }) {
-    super(inner, rnd);
-  }
-  override async write(off: bigint, data: Uint8Array): Promise<void> {
-    if (this.cut || (this.at.writes !== undefined && ++this.writes >= this.at.writes)) {
-      this.cut = true;
-      throw new FsError('EIO', 'power cut');
-    }
-    return super.write(off, data);
-  }
-  override async flush(): Promise<void> {
-    if (this.cut || (this.at.flushes !== undefined && ++this.flushes >= this.at.flushes)) {
-      this.cut = true;
-      throw new FsError('EIO', 'power cut');
-    }
-    return super.flush();
-  }
-}
 
 function mkfsMem(metaBytes = 80n * MIB): MemoryBlockDevice {
   const meta = new MemoryBlockDevice(metaBytes, 'meta');
