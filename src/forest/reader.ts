@@ -57,7 +57,7 @@ import { bloomIndexes } from '../format/hash.js';
 import { ZONE } from '../format/items.js';
 import { compareKeys, compareKeyBytes, encodeKey, keyInc, key as mkKey, readKey, type Key } from '../format/key.js';
 import { getU64, setU64, U64_MAX } from '../format/layout.js';
-import { LOG_TREES, decodeLogTrees, type LogTrees } from '../format/logtrees.js';
+import { LOG_TREES, decodeLogTreesItem, type LogTrees } from '../format/logtrees.js';
 import { bloomMayContain, checkedTotalSet, keyHex } from './bloom.js';
 import { lockRangeOf, maxKey, minKey } from './lockkeys.js';
 
@@ -222,14 +222,7 @@ export class ForestReader {
     this.counters.ltListReads++;
     const lts: LogTrees[] = [];
     for await (const it of btreeRange(this.store, logsRoot, LOGS_FIRST, LOGS_LAST)) {
-      if (it.val.length !== LOG_TREES.size) {
-        throw new CorruptionError('logs_root', null, 'structure', `log_trees item of ${it.val.length} bytes, want ${LOG_TREES.size}`);
-      }
-      const lt = decodeLogTrees(it.val);
-      if (lt.rid !== it.key.first || lt.nr !== it.key.second) {
-        throw new CorruptionError('logs_root', null, 'structure', `log_trees item key (${it.key.first}, ${it.key.second}) holds rid ${lt.rid} nr ${lt.nr}`);
-      }
-      lts.push(lt);
+      lts.push(decodeLogTreesItem(it.key, it.val));
     }
     this.ltMemo = { root: { ref: { ...logsRoot.ref }, height: logsRoot.height }, lts };
     return lts;

@@ -14,6 +14,7 @@ import {
 } from './common.js';
 import { SRCH_FILE, readSrchFile, writeSrchFile, type SrchFile } from './srch.js';
 import { DATA_ALLOC_ZONE_BYTES } from './constants.js';
+import { CorruptionError } from './errors.js';
 
 export const LOG_TREES = layout('log_trees', 472, [
   ['meta_avail', ALLOC_LIST_HEAD],
@@ -73,6 +74,22 @@ export function decodeLogTrees(b: Uint8Array, off = 0): LogTrees {
   } as Partial<LogTrees>;
   for (const f of U64S) lt[f] = getU64(b, off + L.o(f));
   return lt as LogTrees;
+}
+
+/**
+ * A logs_root item (key zone LOG_TREES, first rid, second nr) as read from
+ * disk: the value must be a whole log_trees struct naming the same rid
+ * and nr as its key, else CorruptionError (every reader of logs_root).
+ */
+export function decodeLogTreesItem(k: { first: bigint; second: bigint }, val: Uint8Array): LogTrees {
+  if (val.length !== L.size) {
+    throw new CorruptionError('logs_root', null, 'size', `log_trees item (${k.first}, ${k.second}) of ${val.length} bytes, want ${L.size}`);
+  }
+  const lt = decodeLogTrees(val);
+  if (lt.rid !== k.first || lt.nr !== k.second) {
+    throw new CorruptionError('logs_root', null, 'structure', `log_trees item key (${k.first}, ${k.second}) holds rid ${lt.rid} nr ${lt.nr}`);
+  }
+  return lt;
 }
 
 export function encodeLogTrees(lt: LogTrees): Uint8Array {

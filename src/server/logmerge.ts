@@ -92,7 +92,7 @@ import { CorruptionError } from '../format/errors.js';
 import { logTreesKey, ZONE } from '../format/items.js';
 import { compareKeys, key, type Key } from '../format/key.js';
 import { getU64, setU64, U64_MAX } from '../format/layout.js';
-import { decodeLogTrees, LOG_TREES, LOG_TREES_FLAG_FINALIZED, type LogTrees } from '../format/logtrees.js';
+import { decodeLogTreesItem, LOG_TREES, LOG_TREES_FLAG_FINALIZED, type LogTrees } from '../format/logtrees.js';
 import { LIST_MAX } from '../alloc/list.js';
 import { CommittedStore, type ForestReaderCounters } from '../forest/reader.js';
 import type { CommitQueue } from './commitq.js';
@@ -319,14 +319,7 @@ export async function mergeFinalizedLogTrees(
   // The inputs, from the committed logs_root (nothing else changes it now).
   const lts: LogTrees[] = [];
   for await (const it of btreeRange(rstore, vol.sb.logs_root, LOGS_FIRST, LOGS_LAST)) {
-    if (it.val.length !== LOG_TREES.size) {
-      throw new CorruptionError('logs_root', null, 'size', `log_trees item of ${it.val.length} bytes, want ${LOG_TREES.size}`);
-    }
-    const lt = decodeLogTrees(it.val);
-    if (lt.rid !== it.key.first || lt.nr !== it.key.second) {
-      throw new CorruptionError('logs_root', null, 'structure', `log_trees item key (${it.key.first}, ${it.key.second}) holds rid ${lt.rid} nr ${lt.nr}`);
-    }
-    lts.push(lt);
+    lts.push(decodeLogTreesItem(it.key, it.val));
   }
   if (lts.length === 0) return done(null);
   for (const lt of lts) {

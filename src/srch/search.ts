@@ -28,7 +28,7 @@ import type { BtreeRoot } from '../format/common.js';
 import { key } from '../format/key.js';
 import { SRCH_TYPE, ZONE } from '../format/items.js';
 import { U64_MAX } from '../format/layout.js';
-import { decodeLogTrees } from '../format/logtrees.js';
+import { decodeLogTreesItem } from '../format/logtrees.js';
 import { readSrchFile, type SrchFile } from '../format/srch.js';
 import { readSrchLogEntries } from './file.js';
 
@@ -55,7 +55,7 @@ export async function srchFiles(store: BlockStore, roots: SrchRoots): Promise<{ 
     out.push({ source: `srch_root ${kind} file ${it.key.type === SRCH_TYPE.LOG ? it.key.second : it.key.third}`, file: readSrchFile(it.val, 0) });
   });
   await btreeIterate(store, roots.logs_root, key(ZONE.LOG_TREES, 0n, 0), key(ZONE.LOG_TREES, U64_MAX, 0xff, U64_MAX, U64_MAX, 0xff), (it) => {
-    const lt = decodeLogTrees(it.val);
+    const lt = decodeLogTreesItem(it.key, it.val);
     if (lt.srch_file.ref.blkno !== 0n) out.push({ source: `srch file of rid ${lt.rid.toString(16)} nr ${lt.nr}`, file: lt.srch_file });
   });
   return out;
