@@ -325,38 +325,34 @@ export class ItemCache {
 
   async update(k: Key, val: Uint8Array, lock: ItemLock): Promise<void> {
     this.check(k, lock, 'WRITE', true, val);
-    const p = await this.ensurePage(k, lock);
-    const it = this.find(p, k);
-    if (it === null || it.deletion) {
-      this.shrink();
-      throw new FsError('ENOENT');
-    }
+    const { p, it } = await this.existing(k, lock);
     this.change(p, it, val, false, this.seqFor(lock));
     this.counters.updates++;
     this.shrink();
   }
 
-  /** Make an existing item dirty (it is written at commit with a new seq). */
-  async dirty(k: Key, lock: ItemLock): Promise<void> {
-    this.check(k, lock, 'WRITE', true);
+  /** The page and live item of k for update, dirty and delete; ENOENT when there is none. */
+  private async existing(k: Key, lock: ItemLock): Promise<{ p: Page; it: CachedItem }> {
     const p = await this.ensurePage(k, lock);
     const it = this.find(p, k);
     if (it === null || it.deletion) {
       this.shrink();
       throw new FsError('ENOENT');
     }
+    return { p, it };
+  }
+
+  /** Make an existing item dirty (it is written at commit with a new seq). */
+  async dirty(k: Key, lock: ItemLock): Promise<void> {
+    this.check(k, lock, 'WRITE', true);
+    const { p, it } = await this.existing(k, lock);
     this.change(p, it, it.val, false, this.seqFor(lock));
     this.shrink();
   }
 
   async delete(k: Key, lock: ItemLock): Promise<void> {
     this.check(k, lock, 'WRITE', true);
-    const p = await this.ensurePage(k, lock);
-    const it = this.find(p, k);
-    if (it === null || it.deletion) {
-      this.shrink();
-      throw new FsError('ENOENT');
-    }
+    const { p, it } = await this.existing(k, lock);
     this.deleteLocked(p, it, this.seqFor(lock));
     this.shrink();
   }

@@ -300,6 +300,34 @@ test('patched binding: utimens sets atime and mtime apart, and st_ino is 64 bits
   await fsp.unlink(join(mnt, 'bigino'));
 });
 
+test('without native/fuse the fuse-native package serves the mount and the log says what is lost', { skip: SKIP }, async () => {
+  const second = join(base, 'upstream');
+  await fsp.mkdir(second);
+  const lines: string[] = [];
+  const saved = process.env.SCOUTFS_FUSE_BINDING;
+  process.env.SCOUTFS_FUSE_BINDING = 'upstream';
+  let up: FuseMount;
+  try {
+    assert.equal(loadFuse().patched, false);
+    up = await mountFuse(second, new MemFs(), { log: (l) => void lines.push(l), fsname: 'memfs-upstream' });
+  } finally {
+    if (saved === undefined) delete process.env.SCOUTFS_FUSE_BINDING;
+    else process.env.SCOUTFS_FUSE_BINDING = saved;
+  }
+  try {
+    assert.ok(lines.some((l) => /native\/fuse is not built; using the fuse-native package/.test(l)), lines.join('\n'));
+    await fsp.writeFile(join(second, 'f'), 'served');
+    assert.equal(await fsp.readFile(join(second, 'f'), 'utf8'), 'served');
+    // Upstream passes the atime twice: both times are set to it.
+    await fsp.utimes(join(second, 'f'), new Date(1_000_000_000_000), new Date(1_500_000_000_000));
+    const st = await fsp.stat(join(second, 'f'));
+    assert.deepEqual([st.atimeMs, st.mtimeMs], [1_000_000_000_000, 1_000_000_000_000]);
+  } finally {
+    await up.unmount();
+  }
+  assert.equal(await isMounted(second), false);
+});
+
 test('xattrs through setfattr/getfattr', { skip: SKIP || !(await which('setfattr')) ? 'needs root and setfattr' : false }, async () => {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
