@@ -37,11 +37,10 @@ import { checkBtree } from '../src/btree/check.js';
 import { MemBlockStore } from '../src/btree/memstore.js';
 import { emptyRoot } from '../src/btree/store.js';
 import { btreeBuild } from '../src/btree/build.js';
-import { MemoryBlockDevice } from '../src/runtime/memdevice.js';
 import { PiscinaPool } from '../src/runtime/workerpool.js';
 import { SeededRandom } from '../src/runtime/random.js';
 import { ServerVolume } from '../src/server/volume.js';
-import { planMkfs } from '../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../src/mkfs/memory.js';
 
 export interface BtreeBenchOptions {
   /** Items in the base tree (default 1,000,000). */
@@ -233,10 +232,7 @@ export async function runBtreeBench(opts: BtreeBenchOptions = {}): Promise<Btree
  */
 async function buildRows(n: number): Promise<BtreeBenchRow[]> {
   const GIB = 1n << 30n;
-  const meta = new MemoryBlockDevice(2n * GIB, 'bench-meta');
-  const plan = planMkfs({ metaPath: 'm', dataPath: 'd', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    2n * GIB, 1n * GIB, { fsid: 1n, uuid: new Uint8Array(16).fill(1), now: { sec: 0n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
+  const meta = mkfsMemory(2n * GIB, 1n * GIB, { fsid: 1n, uuidFill: 1 }).meta;
   const its = Array.from({ length: n }, (_, i) => ({ key: inodeKey(i), seq: 1n, val: val(i) }));
   const pool = new PiscinaPool({ maxThreads: 2 });
   const out: BtreeBenchRow[] = [];

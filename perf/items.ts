@@ -10,8 +10,7 @@
  * Run alone: node dist/perf/items.js [--max 100000]; the perf command calls
  * runItemsBench().
  */
-import { planMkfs } from '../src/mkfs/mkfs.js';
-import { MemoryBlockDevice } from '../src/runtime/memdevice.js';
+import { mkfsMemory } from '../src/mkfs/memory.js';
 import { SeededRandom } from '../src/runtime/random.js';
 import { FakeClock } from '../src/runtime/clock.js';
 import { ServerVolume } from '../src/server/volume.js';
@@ -37,10 +36,7 @@ function lockOf(kk: Key): ItemLock {
 }
 
 async function stack() {
-  const meta = new MemoryBlockDevice(8n * GIB, 'bench-meta');
-  const plan = planMkfs({ metaPath: 'm', dataPath: 'd', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    8n * GIB, 8n * GIB, { fsid: 1n, uuid: new Uint8Array(16).fill(1), now: { sec: 0n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
+  const meta = mkfsMemory(8n * GIB, 8n * GIB, { fsid: 1n, uuidFill: 1 }).meta;
   const random = new SeededRandom(3n);
   const vol = await ServerVolume.open(meta, { random, reserved: () => 1024n });
   const commitq = new CommitQueue(vol);

@@ -14,10 +14,9 @@ import { MemBlockStore } from '../../../src/btree/memstore.js';
 import { emptyRoot, type BtreeRoot, type BlockStore } from '../../../src/btree/store.js';
 import { key, type Key } from '../../../src/format/key.js';
 import { PiscinaPool } from '../../../src/runtime/workerpool.js';
-import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { SeededRandom } from '../../../src/runtime/random.js';
 import { ServerVolume } from '../../../src/server/volume.js';
-import { planMkfs } from '../../../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../../../src/mkfs/memory.js';
 import { fsck } from '../../../src/fsck/fsck.js';
 import { FsError } from '../../../src/format/errors.js';
 
@@ -69,10 +68,7 @@ test('a bulk build equals one-by-one insertion (inline, MemBlockStore)', async (
 
 test('workers fill reserved cache slots; the volume commits and fsck is clean', async () => {
   const MIB = 1n << 20n;
-  const meta = new MemoryBlockDevice(256n * MIB, 'meta');
-  const plan = planMkfs({ metaPath: 'meta', dataPath: 'data', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    256n * MIB, 16n * MIB, { fsid: 0xbeefn, uuid: new Uint8Array(16).fill(1), now: { sec: 1n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
+  const meta = mkfsMemory(256n * MIB, 16n * MIB, { fsid: 0xbeefn, uuidFill: 1 }).meta;
   let vol = await ServerVolume.open(meta, { random: new SeededRandom(5n), fillLo: 512, fillTarget: 2048, reserved: () => 64n });
   // The new fs_root: the mkfs items plus 30k more, built in one go.
   const old = [...await collect(vol.store, vol.sb.fs_root)];

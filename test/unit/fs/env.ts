@@ -1,11 +1,11 @@
 /*
  * A single-node mount over in-memory metadata and data devices made by
- * planMkfs, for the fs tests: mkfsPair() formats the two devices,
+ * mkfsMemory (src/mkfs/memory.ts), for the fs tests: mkfsPair() formats the two devices,
  * mountPair() runs openMount with thresholds scaled down to the small
  * devices, and fsckClean() checks the durable metadata.
  */
 import assert from 'node:assert/strict';
-import { planMkfs } from '../../../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../../../src/mkfs/memory.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { SeededRandom } from '../../../src/runtime/random.js';
 import { FakeClock } from '../../../src/runtime/clock.js';
@@ -24,12 +24,7 @@ export interface Pair {
 }
 
 export function mkfsPair(metaBytes = 1024n * MIB, dataBytes = 64n * MIB, uuidFill = 7): Pair {
-  const meta = new MemoryBlockDevice(metaBytes, 'meta');
-  const data = new MemoryBlockDevice(dataBytes, 'data');
-  const plan = planMkfs({ metaPath: 'meta', dataPath: 'data', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    metaBytes, dataBytes, { fsid: 0xf00dn, uuid: new Uint8Array(16).fill(uuidFill), now: { sec: 1n, nsec: 0 } });
-  for (const w of plan.writes) (w.dev === 'meta' ? meta : data).writeSync(w.off, w.bytes);
-  return { meta, data };
+  return mkfsMemory(metaBytes, dataBytes, { uuidFill });
 }
 
 export async function mountPair(

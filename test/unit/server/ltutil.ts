@@ -6,7 +6,7 @@
  * the checks every test ends with (fsck, data block conservation).
  */
 import assert from 'node:assert/strict';
-import { planMkfs } from '../../../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../../../src/mkfs/memory.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { SeededRandom } from '../../../src/runtime/random.js';
 import type { BlockDevice } from '../../../src/runtime/device.js';
@@ -37,11 +37,7 @@ export const LT_OPTS: LogTreesServerOptions = {
 };
 
 export function mkfsMem(metaBytes = 256n * MIB): MemoryBlockDevice {
-  const meta = new MemoryBlockDevice(metaBytes, 'meta');
-  const plan = planMkfs({ metaPath: 'meta', dataPath: 'data', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    metaBytes, 16n * MIB, { fsid: 0xf00dn, uuid: new Uint8Array(16).fill(7), now: { sec: 1n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
-  return meta;
+  return mkfsMemory(metaBytes, 16n * MIB).meta;
 }
 
 export interface Server {

@@ -13,7 +13,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planMkfs } from '../../../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../../../src/mkfs/memory.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { FaultDevice } from '../../../src/runtime/faultdevice.js';
 import { SeededRandom } from '../../../src/runtime/random.js';
@@ -29,11 +29,7 @@ import type { BlockDevice } from '../../../src/runtime/device.js';
 const MIB = 1n << 20n;
 
 function mkfsMem(metaBytes = 80n * MIB): MemoryBlockDevice {
-  const meta = new MemoryBlockDevice(metaBytes, 'meta');
-  const plan = planMkfs({ metaPath: 'meta', dataPath: 'data', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    metaBytes, 16n * MIB, { fsid: 0xf00dn, uuid: new Uint8Array(16).fill(7), now: { sec: 1n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
-  return meta;
+  return mkfsMemory(metaBytes, 16n * MIB).meta;
 }
 
 const OPTS = { fillLo: 64, fillTarget: 256, reserved: () => 64n, cacheSlots: 256 };

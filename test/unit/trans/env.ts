@@ -6,7 +6,7 @@
  * the Trans, all on a FakeClock.  settle() lets every promise that does
  * not wait for a timer run to completion.
  */
-import { planMkfs } from '../../../src/mkfs/mkfs.js';
+import { mkfsMemory } from '../../../src/mkfs/memory.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { SeededRandom } from '../../../src/runtime/random.js';
 import { FakeClock } from '../../../src/runtime/clock.js';
@@ -23,11 +23,7 @@ import { FakeLogTreesServer } from './fakeserver.js';
 export const MIB = 1n << 20n;
 
 export function mkfsMem(metaBytes = 4096n * MIB): MemoryBlockDevice {
-  const meta = new MemoryBlockDevice(metaBytes, 'meta');
-  const plan = planMkfs({ metaPath: 'meta', dataPath: 'data', allowSmall: true, slots: [{ nr: 0, addr: 0x7f000001, port: 7000 }] },
-    metaBytes, 16n * MIB, { fsid: 0xf00dn, uuid: new Uint8Array(16).fill(7), now: { sec: 1n, nsec: 0 } });
-  for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
-  return meta;
+  return mkfsMemory(metaBytes, 16n * MIB).meta;
 }
 
 /** Let every promise chain that does not wait on the FakeClock finish. */
