@@ -9,6 +9,13 @@
  *
  * Caller context (uid/gid of the requesting process) comes with creating
  * calls; permission checks are the kernel's (default_permissions).
+ *
+ * Waiting for offline data (PROTOCOL.md 10.4): read, write and a size
+ * change through setattr wait while their range holds offline blocks,
+ * until an archive agent stages them (stageData) or fails the wait
+ * (dataWaitErr).  The wait holds no lock, so everything else goes on.
+ * `signal` cancels the wait with EINTR: the FUSE transport aborts it when
+ * the kernel interrupts the request or the requesting process died.
  */
 import type { Timespec } from '../format/common.js';
 
@@ -77,11 +84,56 @@ export interface IndexEntry {
   ino: bigint;
 }
 
+/** Cancels a wait for offline data (EINTR). */
+export interface WaitOpts {
+  signal?: AbortSignal;
+}
+
+/** One block some task waits for (DATA_WAITING). ops: READ 1, WRITE 2, CHANGE_SIZE 4. */
+export interface DataWaitingEntry {
+  ino: bigint;
+  iblock: bigint;
+  ops: number;
+}
+
+/** SETATTR_MORE: restore a file's scoutfs attributes.  0 / false / undefined = leave. */
+export interface SetattrMoreArgs {
+  dataVersion: bigint;
+  size: bigint;
+  offline: boolean;
+  ctime?: Timespec;
+  crtime?: Timespec;
+}
+
+/** MOVE_BLOCKS: whole-block extents of `fromIno` become `toIno`'s. */
+export interface MoveBlocksArgs {
+  fromIno: bigint;
+  fromOff: bigint;
+  len: bigint;
+  toIno: bigint;
+  toOff: bigint;
+  /** Into an offline range of toIno, keeping its data_version (which must equal dataVersion). */
+  stage: boolean;
+  dataVersion: bigint;
+}
+
+/** DATA_WAIT_ERR: fail the waiters of ino on [offset, offset+count) blocking `op` with errno. */
+export interface DataWaitErrArgs {
+  ino: bigint;
+  dataVersion: bigint;
+  offset: bigint;
+  count: bigint;
+  op: number;
+  /** Positive errno, 1..4095. */
+  errno: number;
+}
+
 export interface Fs {
   readonly rootIno: bigint;
   lookup(dir: bigint, name: Uint8Array): Promise<Attr>;
   getattr(ino: bigint): Promise<Attr>;
-  setattr(ino: bigint, set: SetAttr): Promise<Attr>;
+  /** A size change waits while blocks below the old size are offline. */
+  setattr(ino: bigint, set: SetAttr, opts?: WaitOpts): Promise<Attr>;
   create(dir: bigint, name: Uint8Array, mode: number, ctx: Ctx): Promise<Attr>;
   mknod(dir: bigint, name: Uint8Array, mode: number, rdev: number, ctx: Ctx): Promise<Attr>;
   mkdir(dir: bigint, name: Uint8Array, mode: number, ctx: Ctx): Promise<Attr>;
@@ -94,8 +146,8 @@ export interface Fs {
   /** Count an open file handle (an unlinked open file lives until the last release). */
   open(ino: bigint): Promise<void>;
   release(ino: bigint): Promise<void>;
-  read(ino: bigint, off: bigint, len: number): Promise<Uint8Array>;
-  write(ino: bigint, off: bigint, data: Uint8Array): Promise<number>;
+  read(ino: bigint, off: bigint, len: number, opts?: WaitOpts): Promise<Uint8Array>;
+  write(ino: bigint, off: bigint, data: Uint8Array, opts?: WaitOpts): Promise<number>;
   /** Entries with pos >= `pos`, at most `max`, in position order. */
   readdir(dir: bigint, pos: bigint, max: number): Promise<DirEntry[]>;
   getxattr(ino: bigint, name: Uint8Array): Promise<Uint8Array>;
@@ -109,4 +161,23 @@ export interface Fs {
   walkInodes(index: SeqIndex, first: IndexEntry, last: IndexEntry, max: number): Promise<IndexEntry[]>;
   /** The stable (committed) seq: GET_LAST_SEQ. */
   committedSeq(): Promise<bigint>;
+
+  /* ---- the archive interface (PROTOCOL.md 9.3; src/fs/archive.ts) ---- */
+
+  /** RELEASE: blocks of [off, off+len) (4 KiB aligned) become offline; ESTALE unless dataVersion matches. */
+  releaseData(ino: bigint, off: bigint, len: bigint, dataVersion: bigint): Promise<void>;
+  /** STAGE: archived bytes into the offline blocks at off; ESTALE unless dataVersion matches.  Wakes waiters. */
+  stageData(ino: bigint, dataVersion: bigint, off: bigint, data: Uint8Array): Promise<void>;
+  setattrMore(ino: bigint, args: SetattrMoreArgs): Promise<Attr>;
+  moveBlocks(args: MoveBlocksArgs): Promise<void>;
+  /** DATA_WAITING: blocks tasks wait for after (afterIno, afterIblock), sorted. */
+  dataWaiting(afterIno: bigint, afterIblock: bigint, max: number): Promise<DataWaitingEntry[]>;
+  /** DATA_WAIT_ERR: the number of waiters failed. */
+  dataWaitErr(args: DataWaitErrArgs): Promise<number>;
+  /** INO_PATH: every path of the inode, "/"-separated from the root. */
+  inoPaths(ino: bigint): Promise<Uint8Array[]>;
+  /** LISTXATTR_HIDDEN: the `scoutfs.hide.` names listxattr leaves out. */
+  listHiddenXattrs(ino: bigint): Promise<Uint8Array[]>;
+  /** Unmounting: every data wait fails ESHUTDOWN now and later. */
+  shutdownDataWaits(): void;
 }

@@ -2,7 +2,7 @@
  * File data (PROTOCOL.md 10.4), as scoutfs's data.c.  Logical 4 KiB blocks
  * map to data device blocks through one extent item per extent:
  *
- *   4.ino.7.last.len    value: blkno u64, flags u8 (UNWRITTEN 2, OFFLINE 4)
+ *   4.ino.7.last.len    value: blkno u64, flags u8 (OFFLINE 1, UNWRITTEN 2)
  *
  * A write overwrites mapped blocks in place and allocates unmapped ones
  * from the open transaction's data_avail (src/alloc/extent.ts over the
@@ -23,7 +23,13 @@
  * readahead requests in parallel) and hold it across the device reads: a
  * truncate or unlink, which could free the mapped blocks for reuse, waits.
  *
- * Left out: UNWRITTEN preallocation and OFFLINE handling (staging).
+ * Offline extents (released by the archive interface, src/fs/archive.ts)
+ * read as holes here and are never written: the fs (src/fs/fs.ts) makes
+ * reads, writes and size changes wait until their range is online before
+ * calling in, in the same unit of work.  Truncate drops offline extents
+ * past the new size and counts them out of offline_blocks.
+ *
+ * Left out: UNWRITTEN preallocation.
  */
 import assert from 'node:assert/strict';
 import { CorruptionError, FsError } from '../format/errors.js';
@@ -36,6 +42,7 @@ import { isDir, isReg, type FsCore } from './core.js';
 
 const BLOCK = BigInt(SM_BLOCK_SIZE);
 const EXTENT_FLAG_UNWRITTEN = 2;
+const EXTENT_FLAG_OFFLINE = 1;
 
 interface Segment {
   lblk: bigint;
@@ -76,7 +83,7 @@ async function mapRange(c: FsCore, ino: bigint, lblk: bigint, count: bigint): Pr
       cur = e.start;
     }
     const segEnd = e.start + e.len < end ? e.start + e.len : end;
-    const mapped = e.blkno !== 0n && (e.flags & EXTENT_FLAG_UNWRITTEN) === 0;
+    const mapped = e.blkno !== 0n && (e.flags & (EXTENT_FLAG_UNWRITTEN | EXTENT_FLAG_OFFLINE)) === 0;
     out.push({ lblk: cur, len: segEnd - cur, pblk: mapped ? e.blkno + (cur - e.start) : 0n });
     cur = segEnd;
   }
@@ -118,9 +125,10 @@ export async function truncateBlocks(c: FsCore, ino: bigint, i: Inode, size: big
       freeStart = keep;
     }
     const n = e.start + e.len - freeStart;
+    if ((e.flags & EXTENT_FLAG_OFFLINE) !== 0) i.offline_blocks -= n;
     if (e.blkno !== 0n) {
       await freeData(c, e.blkno + (freeStart - e.start), n);
-      if ((e.flags & EXTENT_FLAG_UNWRITTEN) === 0) i.online_blocks -= n;
+      if ((e.flags & (EXTENT_FLAG_UNWRITTEN | EXTENT_FLAG_OFFLINE)) === 0) i.online_blocks -= n;
     }
   }
   if (size % BLOCK !== 0n) {
@@ -133,14 +141,14 @@ export async function truncateBlocks(c: FsCore, ino: bigint, i: Inode, size: big
   }
 }
 
-async function freeData(c: FsCore, blkno: bigint, len: bigint): Promise<void> {
+export async function freeData(c: FsCore, blkno: bigint, len: bigint): Promise<void> {
   const fw = c.d.trans.forest;
   assert(fw !== null && !fw.isClosed, 'data free outside an open transaction');
   await extentFree(fw.alloc, fw.lt.data_freed, blkno, len, { bounds: c.dataBounds, source: 'data_freed' });
   c.counters.blocksFreed += Number(len);
 }
 
-async function allocData(c: FsCore, count: bigint): Promise<{ start: bigint; len: bigint }> {
+export async function allocData(c: FsCore, count: bigint): Promise<{ start: bigint; len: bigint }> {
   const fw = c.d.trans.forest;
   assert(fw !== null && !fw.isClosed, 'data allocation outside an open transaction');
   const e = await extentAlloc(fw.alloc, fw.lt.data_avail, count, { min: 1n, bounds: c.dataBounds, source: 'data_avail' });

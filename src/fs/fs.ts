@@ -23,10 +23,20 @@
  * operations (unlink, rmdir and removexattr hold non-allocating, so a full
  * volume can always be emptied).
  *
- * Left out: data staging/offline extents, fallocate, the rename lock
- * (single node), atime updates on read.
+ * Offline data (archive.ts): read, write and size changes check their
+ * range inside their unit; when it holds offline blocks they register a
+ * Waiter before the unit ends and wait for it after, holding nothing, then
+ * run again from the start (untilOnline).  release runs in units of a few
+ * hundred extents, stage in units of STAGE_UNIT_BYTES; every stage unit
+ * wakes the inode's waiters.  release holds non-allocating like unlink:
+ * it frees space, so it must work on a full volume.
+ *
+ * Left out: fallocate, the rename lock (single node), atime updates on
+ * read.
  */
-import type { Attr, Ctx, DirEntry, Fs, IndexEntry, SeqIndex, SetAttr, StatFs } from './api.js';
+import type {
+  Attr, Ctx, DataWaitErrArgs, DataWaitingEntry, DirEntry, Fs, IndexEntry, MoveBlocksArgs, SeqIndex, SetAttr, SetattrMoreArgs, StatFs, WaitOpts,
+} from './api.js';
 import { FsError } from '../format/errors.js';
 import { U64_MAX } from '../format/layout.js';
 import { SM_BLOCK_SIZE, DATA_DEV_START_BLKNO } from '../format/constants.js';
@@ -37,6 +47,9 @@ import * as xattr from './xattr.js';
 import * as data from './data.js';
 import * as orphan from './orphan.js';
 import { walkInodes } from './seqindex.js';
+import * as archive from './archive.js';
+import { DATA_WAIT_OP, DataWaiters, STAGE_UNIT_BYTES, Waiter } from './archive.js';
+import { inoPaths } from './inopath.js';
 
 export { ROOT_INO, NAME_MAX, type FsDeps, type FsCounters, type ServerSpace } from './core.js';
 export { SYMLINK_MAX } from './dir.js';
@@ -45,6 +58,7 @@ export { PART_BYTES, XATTR_NAME_MAX, XATTR_VALUE_MAX, parseTotlNumber, totlNameK
 export class ScoutFs implements Fs {
   readonly rootIno = ROOT_INO;
   private readonly c: FsCore;
+  private readonly waiters = new DataWaiters();
 
   private constructor(d: FsDeps) {
     this.c = new FsCore(d);
@@ -63,6 +77,7 @@ export class ScoutFs implements Fs {
   }
 
   async destroy(): Promise<void> {
+    this.waiters.shutdown();
     // Let the operation in flight finish; later calls fail.
     await this.c.mutex.run(async () => {
       this.c.destroyed = true;
@@ -70,7 +85,7 @@ export class ScoutFs implements Fs {
   }
 
   status(): object {
-    return { counters: { ...this.c.counters }, openInodes: this.c.opens.size };
+    return { counters: { ...this.c.counters }, openInodes: this.c.opens.size, dataWaits: { ...this.waiters.counters, waiting: this.waiters.size } };
   }
 
   /* ---- names -------------------------------------------------------------------------------- */
@@ -131,8 +146,23 @@ export class ScoutFs implements Fs {
     return this.c.reading(() => inode.getattr(this.c, ino));
   }
 
-  setattr(ino: bigint, set: SetAttr): Promise<Attr> {
-    return this.c.modify((h) => inode.setattr(this.c, h, ino, set));
+  setattr(ino: bigint, set: SetAttr, opts?: WaitOpts): Promise<Attr> {
+    const size = set.size;
+    if (size === undefined) return this.c.modify((h) => inode.setattr(this.c, h, ino, set));
+    return this.untilOnline(() => this.c.modify(async (h) => {
+      const blk = await archive.sizeChangeBlocked(this.c, ino, size);
+      if (blk !== null) return this.waiters.add(ino, blk, DATA_WAIT_OP.CHANGE_SIZE, opts?.signal);
+      return inode.setattr(this.c, h, ino, set);
+    }));
+  }
+
+  /** Run `attempt` until it does not answer with a Waiter, waiting for each outside the unit. */
+  private async untilOnline<T>(attempt: () => Promise<T | Waiter>): Promise<T> {
+    for (;;) {
+      const r = await attempt();
+      if (!(r instanceof Waiter)) return r;
+      await r.promise;
+    }
   }
 
   /* ---- open files --------------------------------------------------------------------------- */
@@ -147,12 +177,87 @@ export class ScoutFs implements Fs {
 
   /* ---- data --------------------------------------------------------------------------------- */
 
-  read(ino: bigint, off: bigint, len: number): Promise<Uint8Array> {
-    return this.c.reading(() => data.read(this.c, ino, off, len));
+  read(ino: bigint, off: bigint, len: number, opts?: WaitOpts): Promise<Uint8Array> {
+    return this.untilOnline(() => this.c.reading(async () => {
+      const blk = await archive.readBlocked(this.c, ino, off, len);
+      if (blk !== null) return this.waiters.add(ino, blk, DATA_WAIT_OP.READ, opts?.signal);
+      return data.read(this.c, ino, off, len);
+    }));
   }
 
-  write(ino: bigint, off: bigint, buf: Uint8Array): Promise<number> {
-    return this.c.modify((h) => data.write(this.c, h, ino, off, buf));
+  write(ino: bigint, off: bigint, buf: Uint8Array, opts?: WaitOpts): Promise<number> {
+    return this.untilOnline(() => this.c.modify(async (h) => {
+      const w = await archive.writeBlocked(this.c, ino, off, buf.length);
+      if (w !== null) return this.waiters.add(ino, w.iblock, w.op, opts?.signal);
+      return data.write(this.c, h, ino, off, buf);
+    }));
+  }
+
+  /* ---- the archive interface (archive.ts) ---------------------------------------------------- */
+
+  async releaseData(ino: bigint, off: bigint, len: bigint, dataVersion: bigint): Promise<void> {
+    archive.checkReleaseArgs(off, len);
+    if (len === 0n) return;
+    const endBlk = (off + len) / BigInt(SM_BLOCK_SIZE);
+    for (let from: bigint | null = off / BigInt(SM_BLOCK_SIZE); from !== null;) {
+      const at: bigint = from;
+      from = await this.c.modify((h) => archive.releaseUnit(this.c, h, ino, dataVersion, at, endBlk), false);
+    }
+  }
+
+  async stageData(ino: bigint, dataVersion: bigint, off: bigint, buf: Uint8Array): Promise<void> {
+    archive.checkStageArgs(off, BigInt(buf.length));
+    const end = off + BigInt(buf.length);
+    for (let at = 0; at < buf.length; at += STAGE_UNIT_BYTES) {
+      const part = buf.subarray(at, at + STAGE_UNIT_BYTES);
+      try {
+        await this.c.modify((h) => archive.stageUnit(this.c, h, ino, dataVersion, off + BigInt(at), part, end));
+      } finally {
+        this.waiters.wake(ino);
+      }
+    }
+  }
+
+  async setattrMore(ino: bigint, args: SetattrMoreArgs): Promise<Attr> {
+    try {
+      const i = await this.c.modify((h) => archive.setattrMore(this.c, h, ino, args));
+      return this.c.toAttr(ino, i);
+    } finally {
+      this.waiters.wake(ino);
+    }
+  }
+
+  async moveBlocks(args: MoveBlocksArgs): Promise<void> {
+    try {
+      await this.c.modify((h) => archive.moveBlocks(this.c, h, args));
+    } finally {
+      this.waiters.wake(args.toIno);
+    }
+  }
+
+  dataWaiting(afterIno: bigint, afterIblock: bigint, max: number): Promise<DataWaitingEntry[]> {
+    try {
+      this.c.assertLive();
+      return Promise.resolve(this.waiters.list(afterIno, afterIblock, max));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  dataWaitErr(args: DataWaitErrArgs): Promise<number> {
+    return this.c.reading(() => archive.dataWaitErr(this.c, this.waiters, args));
+  }
+
+  inoPaths(ino: bigint): Promise<Uint8Array[]> {
+    return this.c.reading(() => inoPaths(this.c, ino));
+  }
+
+  listHiddenXattrs(ino: bigint): Promise<Uint8Array[]> {
+    return this.c.reading(() => xattr.listxattr(this.c, ino, true));
+  }
+
+  shutdownDataWaits(): void {
+    this.waiters.shutdown();
   }
 
   /* ---- xattrs ------------------------------------------------------------------------------- */

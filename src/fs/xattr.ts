@@ -234,7 +234,8 @@ export async function setxattr(c: FsCore, h: TransHold, ino: bigint, name: Uint8
   await c.putInode(h, ino, i);
 }
 
-export async function listxattr(c: FsCore, ino: bigint): Promise<Uint8Array[]> {
+/** The names listxattr shows, or with `hidden` only the `.hide.` names it leaves out (LISTXATTR_HIDDEN). */
+export async function listxattr(c: FsCore, ino: bigint, hidden = false): Promise<Uint8Array[]> {
   await c.getInode(ino);
   const out: Uint8Array[] = [];
   const last = key(ZONE.FS, ino, FS_TYPE.XATTR, U64_MAX, U64_MAX, 0xff);
@@ -244,7 +245,7 @@ export async function listxattr(c: FsCore, ino: bigint): Promise<Uint8Array[]> {
     if (it === null) break;
     if (it.key.fourth === 0 && it.val.length >= 8) {
       const name = it.val.slice(8, 8 + getU8(it.val, 2));
-      if (!xattrTags(name).hide) out.push(name);
+      if (xattrTags(name).hide === hidden) out.push(name);
     }
     // skip the other parts of this xattr
     if (it.key.third === U64_MAX) {

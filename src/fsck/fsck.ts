@@ -14,9 +14,12 @@
  *   None leaked (in no class), none owned twice (in two classes, or twice
  *   in one), none outside the device.
  *
- * Data blocks get the checks that need no forest merge: every free data
- * extent (data_alloc and each mount's data_avail/data_freed) lies inside
- * [64, total_data_blocks) and no two overlap.
+ * Data blocks: every free data extent (data_alloc and each mount's
+ * data_avail/data_freed) lies inside [64, total_data_blocks) and no two
+ * overlap; then src/fsck/data.ts merges the inode and extent items of
+ * fs_root and the log trees as a mount reads them and accounts every data
+ * block as mapped by a file or free, exactly once, and every file's
+ * online/offline counts against its extents.
  *
  * The data device's super must match the metadata device's (uuid, fsid,
  * fmt_vers, META flag clear) when a data device is given.
@@ -30,11 +33,14 @@ import { ZONE } from '../format/items.js';
 import { LG_BLOCK_SIZE, SM_BLOCK_SIZE, SUPER_BLKNO, MAGIC, DATA_DEV_START_BLKNO, SUPER_FLAG_META_BDEV } from '../format/constants.js';
 import { getU32 } from '../format/layout.js';
 import { blockCrc } from '../format/crc.js';
+import { DataAccounting, type DataReport } from './data.js';
 
 export interface FsckReport {
   problems: Problem[];
   blocks: number;
   metaBlocks: { total: bigint; referenced: number; free: bigint; listed: number };
+  /** Data blocks in [64, total_data_blocks): mapped by files and free (null when the walk found no super). */
+  dataBlocks: DataReport | null;
 }
 
 interface Extent { start: bigint; len: bigint; owner: string }
@@ -46,6 +52,7 @@ export async function fsck(meta: ReadDevice, data: ReadDevice | null, onProgress
   const dataFree: Extent[] = [];
   const extra: Problem[] = [];
   let verified = 0;
+  const dataAcct = new DataAccounting();
   const walker = new VolumeWalker(meta, {
     block(_kind, blkno, owner) {
       referenced.set(blkno, owner);
@@ -58,7 +65,8 @@ export async function fsck(meta: ReadDevice, data: ReadDevice | null, onProgress
         else listed.set(b, owner);
       }
     },
-    leafItem(owner, k) {
+    leafItem(owner, k, seq, flags, val) {
+      dataAcct.item(owner, k, seq, flags, val);
       if (k.zone !== ZONE.FREE_EXTENT_BLKNO) return;
       const ext = { start: k.first - k.second + 1n, len: k.second, owner };
       if (owner === 'meta_alloc[0]' || owner === 'meta_alloc[1]') metaFree.push(ext);
@@ -68,7 +76,7 @@ export async function fsck(meta: ReadDevice, data: ReadDevice | null, onProgress
   const res = await walker.walk();
   const problems = [...res.problems, ...extra];
   const sb = res.super;
-  const report: FsckReport = { problems, blocks: res.blocks, metaBlocks: { total: 0n, referenced: referenced.size, free: 0n, listed: listed.size } };
+  const report: FsckReport = { problems, blocks: res.blocks, metaBlocks: { total: 0n, referenced: referenced.size, free: 0n, listed: listed.size }, dataBlocks: null };
   if (!sb) return report;
   const totalMeta = sb.total_meta_blocks;
   report.metaBlocks.total = totalMeta;
@@ -89,6 +97,7 @@ export async function fsck(meta: ReadDevice, data: ReadDevice | null, onProgress
   };
   checkExtents(metaFree, 2n, totalMeta, 'metadata');
   checkExtents(dataFree, DATA_DEV_START_BLKNO, sb.total_data_blocks, 'data');
+  report.dataBlocks = dataAcct.check(sb.total_data_blocks, dataFree, problems);
 
   // Every metadata block in exactly one class.
   const n = Number(totalMeta);

@@ -12,6 +12,8 @@ import { FakeClock } from '../../../src/runtime/clock.js';
 import { fsck } from '../../../src/fsck/fsck.js';
 import { openMount, type Mount } from '../../../src/mount/mount.js';
 import type { Ctx } from '../../../src/fs/api.js';
+import { VolumeWalker } from '../../../src/print/walk.js';
+import { DataAccounting } from '../../../src/fsck/data.js';
 
 export const MIB = 1n << 20n;
 export const CTX: Ctx = { uid: 1000, gid: 100 };
@@ -57,4 +59,19 @@ export async function rejectsCode(p: Promise<unknown>, code: string): Promise<vo
     assert.equal((e as { code?: string }).code, code, `expected ${code}, got ${String(e)}`);
     return true;
   });
+}
+
+export interface FileExtent {
+  start: bigint;
+  len: bigint;
+  blkno: bigint;
+  flags: number;
+}
+
+/** Every file's extent items as a mount would read them from the durable metadata (close the mount first). */
+export async function durableExtents(p: Pair): Promise<Map<bigint, FileExtent[]>> {
+  const acct = new DataAccounting();
+  const walker = new VolumeWalker(p.meta, { leafItem: (owner, k, seq, flags, val) => acct.item(owner, k, seq, flags, val) });
+  await walker.walk();
+  return acct.fileExtents();
 }

@@ -7,8 +7,12 @@
  * with positions, open counts keeping unlinked files alive, xattrs, and
  * FsError with the errno names the real Fs raises.  It counts sync() calls
  * and keeps a fake meta_seq index so walk-inodes and stat can be tested.
+ * The archive operations that move data (release, stage, setattr_more,
+ * move-blocks) are not modelled and answer EOPNOTSUPP: they are tested on
+ * the real fs (test/unit/fs/archive.test.ts, test/cluster/archive.test.ts);
+ * nothing here ever waits, so data-waiting is always empty.
  */
-import type { Attr, Ctx, DirEntry, Fs, IndexEntry, SeqIndex, SetAttr, StatFs } from '../../../src/fs/api.js';
+import type { Attr, Ctx, DataWaitingEntry, DirEntry, Fs, IndexEntry, SeqIndex, SetAttr, StatFs } from '../../../src/fs/api.js';
 import { FsError } from '../../../src/format/errors.js';
 import { DT } from '../../../src/format/items.js';
 
@@ -329,4 +333,41 @@ export class MemFs implements Fs {
   async committedSeq(): Promise<bigint> {
     return this.seq - 1n;
   }
+  async releaseData(): Promise<void> {
+    throw new FsError('EOPNOTSUPP', 'MemFs does not model release');
+  }
+  async stageData(): Promise<void> {
+    throw new FsError('EOPNOTSUPP', 'MemFs does not model stage');
+  }
+  async setattrMore(): Promise<Attr> {
+    throw new FsError('EOPNOTSUPP', 'MemFs does not model setattr_more');
+  }
+  async moveBlocks(): Promise<void> {
+    throw new FsError('EOPNOTSUPP', 'MemFs does not model move-blocks');
+  }
+  async dataWaiting(): Promise<DataWaitingEntry[]> {
+    return [];
+  }
+  async dataWaitErr(a: { ino: bigint }): Promise<number> {
+    this.node(a.ino);
+    return 0;
+  }
+  async inoPaths(ino: bigint): Promise<Uint8Array[]> {
+    this.node(ino);
+    const out: Uint8Array[] = [];
+    const walk = (dir: bigint, prefix: string): void => {
+      for (const [name, e] of this.dir(dir)) {
+        if (e.ino === ino) out.push(new TextEncoder().encode(`${prefix}/${name}`));
+        if (this.nodes.get(e.ino)?.entries) walk(e.ino, `${prefix}/${name}`);
+      }
+    };
+    if (ino === 1n) return [new TextEncoder().encode('/')];
+    walk(1n, '');
+    if (out.length === 0) throw new FsError('ENOENT');
+    return out;
+  }
+  async listHiddenXattrs(ino: bigint): Promise<Uint8Array[]> {
+    return [...this.node(ino).xattrs.keys()].filter((n) => n.startsWith('scoutfs.hide.')).map((n) => new TextEncoder().encode(n));
+  }
+  shutdownDataWaits(): void {}
 }
