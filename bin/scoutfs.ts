@@ -21,6 +21,15 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   statfs: { summary: 'print scoutfs volume fields of a mount', load: async () => (await import('./statfs.js')).run },
   df: { summary: 'print metadata and data block usage of a mount', load: async () => (await import('./df.js')).run },
   sync: { summary: 'commit the open transaction of a mount', load: async () => (await import('./sync.js')).run },
+  release: { summary: 'release a file region: its blocks go offline (archive)', load: async () => (await import('./release.js')).run },
+  stage: { summary: 'stage archived bytes back into an offline file region', load: async () => (await import('./stage.js')).run },
+  'data-waiting': { summary: 'list the offline blocks tasks are waiting for', load: async () => (await import('./data-waiting.js')).run },
+  'data-wait-err': { summary: 'fail the tasks waiting for offline blocks with an errno', load: async () => (await import('./data-wait-err.js')).run },
+  setattr: { summary: 'restore data_version, size, offline state and times of a new file', load: async () => (await import('./setattr.js')).run },
+  'move-blocks': { summary: 'move whole-block extents from one file to another', load: async () => (await import('./move-blocks.js')).run },
+  'ino-path': { summary: 'print the paths of an inode number', load: async () => (await import('./ino-path.js')).run },
+  'list-hidden-xattrs': { summary: 'print the scoutfs.hide. xattr names of a file', load: async () => (await import('./list-hidden-xattrs.js')).run },
+  counters: { summary: 'print the counters of a mount', load: async () => (await import('./counters.js')).run },
 };
 
 function usage(): string {

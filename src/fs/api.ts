@@ -87,6 +87,12 @@ export interface IndexEntry {
 /** Cancels a wait for offline data (EINTR). */
 export interface WaitOpts {
   signal?: AbortSignal;
+  /**
+   * Fail with this instead of waiting, should the range be offline (the
+   * FUSE transport: the kernel's retry of a read that data-wait-err just
+   * failed must see that error, not wait again).
+   */
+  failInstead?: Error;
 }
 
 /** One block some task waits for (DATA_WAITING). ops: READ 1, WRITE 2, CHANGE_SIZE 4. */

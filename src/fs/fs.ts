@@ -180,6 +180,7 @@ export class ScoutFs implements Fs {
   read(ino: bigint, off: bigint, len: number, opts?: WaitOpts): Promise<Uint8Array> {
     return this.untilOnline(() => this.c.reading(async () => {
       const blk = await archive.readBlocked(this.c, ino, off, len);
+      if (blk !== null && opts?.failInstead !== undefined) throw opts.failInstead;
       if (blk !== null) return this.waiters.add(ino, blk, DATA_WAIT_OP.READ, opts?.signal);
       return data.read(this.c, ino, off, len);
     }));

@@ -78,16 +78,49 @@
  *     lookup already.
  *   - The binding answers ETIMEDOUT for an op slower than its timeout
  *     (15 s default): we raise it to 10 minutes because a commit under
- *     fsync can legitimately wait for the server.
+ *     fsync can legitimately wait for the server, and lift it for read,
+ *     write, truncate and ftruncate, which wait for offline data as long
+ *     as the archive agent takes (a tape recall can take longer than any
+ *     timeout we would pick).
+ *
+ * Waiting for offline data (src/fs/archive.ts).  read, write, truncate and
+ * ftruncate pass an AbortSignal to the Fs; the wait holds no FUSE thread
+ * of ours (libfuse2's multi-threaded loop starts another thread while one
+ * waits) and no fs lock.  libfuse2's high-level API through fuse-native
+ * never tells us about FUSE_INTERRUPT, and with ASYNC_READ a reader that
+ * is killed while its readahead waits dies at once in the kernel, leaving
+ * our request pending.  So the adapter watches the requesting process of
+ * every data request older than WATCH_MS (the pid the patched binding
+ * reports): when it is gone (no /proc entry, a zombie, another process
+ * under the same pid) or dying (SIGKILL pending, which the kernel queues
+ * for every default-fatal signal), the wait is aborted and answered EINTR.
+ * Non-fatal signals do not interrupt (the kernel's readahead waits are
+ * killable only, and an EINTR there would surface as EIO); the kernel
+ * transport, which sees FUSE_INTERRUPT, can cancel on any signal.  With
+ * the upstream binding there is no pid and a waiter stays until a stage,
+ * a data-wait-err or the unmount ends it.  Two kernel effects of libfuse2
+ * to know (measured): a page cache reader of an offline file waits on the
+ * block it needs and on the readahead windows after it (each a request of
+ * its own, listed by data-waiting), and while those wait another open() of
+ * the same file waits in the kernel, because libfuse2 (no keep_cache) has
+ * every open drop the file's cached pages, which waits for pages being
+ * read.  O_DIRECT readers, stat, and the control channel (stage!) are not
+ * held up.  When data-wait-err fails a page cache reader's requests, the
+ * kernel drops the failed readahead and asks again for the one page read()
+ * needs; so the adapter remembers, for RETRY_WINDOW_MS, the data-wait-err
+ * error of each (process, inode), and a read from that process of that
+ * inode that would wait fails with it at once: read() returns the errno
+ * data-wait-err set, as with the reference.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
 import type { Timespec } from '../format/common.js';
 import { CorruptionError, ERRNO, FsError } from '../format/errors.js';
 import { PathCache, nameBytes, splitParent } from './paths.js';
+import { DataWaitError } from '../fs/archive.js';
 
 const require = createRequire(import.meta.url);
 
@@ -102,7 +135,7 @@ export type FuseCb = (code: number, ...rest: unknown[]) => void;
 
 interface FuseInstance {
   /** Only in the patched binding (native/fuse). */
-  caller?: () => Ctx;
+  caller?: () => Ctx & { pid: number };
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
 }
@@ -112,6 +145,12 @@ interface FuseCtor {
 }
 
 export const OP_TIMEOUT_MS = 600_000;
+/** Ops that may wait for offline data: no binding timeout. */
+export const OP_TIMEOUTS = { default: OP_TIMEOUT_MS, read: false, write: false, truncate: false, ftruncate: false } as const;
+/** How old a data request is before its process is checked, and how often. */
+export const WATCH_MS = 250;
+/** How long a process's read of an inode fails at once after data-wait-err failed one. */
+export const RETRY_WINDOW_MS = 2000;
 /** Kernel dentry cache lifetime (single writer: see the header). */
 export const ENTRY_TIMEOUT_S = 1;
 export const MAX_WRITE_BYTES = 131072;
@@ -121,8 +160,9 @@ export const MAX_WRITE_BYTES = 131072;
 /** Negative errno for the kernel; logs everything that is not an FsError. */
 export function errnoOf(e: unknown, op: string, log: (line: string) => void): number {
   if (e instanceof FsError) {
-    const n = ERRNO[e.code];
-    if (typeof n === 'number') return -n;
+    // e.errno: a data-wait-err may carry any errno (src/fs/archive.ts).
+    const n = e.errno;
+    if (typeof n === 'number' && n > 0) return -n;
   }
   // Bad bytes from disk are expected (STYLE.md s4): their message names
   // the device, the blkno and the failed check, and is the one line.
@@ -186,6 +226,36 @@ export interface AdapterOptions {
   utimensFixed?: boolean;
   /** The binding carries st_ino in 64 bits (native/fuse); else 32. */
   ino64?: boolean;
+  /** The requesting process of the op being dispatched (native/fuse), read synchronously; 0 = unknown. */
+  callerPid?: () => number;
+}
+
+/**
+ * Is the process that sent a request gone or dying?  `seen` keeps its
+ * start time from the first look, so a reused pid counts as gone.
+ */
+export function requesterGone(pid: number, seen: { start?: string }): boolean {
+  let stat: string;
+  let status: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return true;
+  }
+  // Fields after the ")" closing comm: state is the first, starttime the 20th.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = f[0] ?? '';
+  const start = f[19] ?? '';
+  if (seen.start === undefined) seen.start = start;
+  else if (seen.start !== start) return true;
+  if (state === 'Z' || state === 'X' || state === 'x') return true;
+  const SIGKILL_BIT = 1n << 8n;
+  for (const field of ['SigPnd', 'ShdPnd']) {
+    const m = new RegExp(`^${field}:\\s*([0-9a-f]+)`, 'm').exec(status);
+    if (m !== null && (BigInt('0x' + m[1]!) & SIGKILL_BIT) !== 0n) return true;
+  }
+  return false;
 }
 
 export interface Adapter {
@@ -197,6 +267,10 @@ export interface Adapter {
   hiddenFiles(): number;
   /** Counts of errors answered, by errno name, 'EIO(corruption)' or 'EIO(unexpected)'. */
   errors: Map<string, number>;
+  /** Data requests in flight (they may be waiting for offline data). */
+  dataRequests(): number;
+  /** Waits aborted because their process was gone. */
+  readonly abandoned: { count: number };
 }
 
 export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
@@ -213,6 +287,68 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
   const isOpenHere = (ino: bigint): boolean => {
     for (const v of handles.values()) if (v === ino) return true;
     return false;
+  };
+
+  // Data requests that may wait for offline data, and their watcher (see the header).
+  interface DataRequest { pid: number; ac: AbortController; since: number; seen: { start?: string } }
+  const inflight = new Set<DataRequest>();
+  const abandoned = { count: 0 };
+  let watcher: NodeJS.Timeout | null = null;
+  const watch = (): void => {
+    const now = Date.now();
+    for (const r of inflight) {
+      if (r.pid <= 0 || r.ac.signal.aborted || now - r.since < WATCH_MS) continue;
+      if (requesterGone(r.pid, r.seen)) {
+        abandoned.count++;
+        r.ac.abort();
+      }
+    }
+  };
+  const dataRequest = (): DataRequest => {
+    const r: DataRequest = { pid: opts.callerPid?.() ?? 0, ac: new AbortController(), since: Date.now(), seen: {} };
+    inflight.add(r);
+    if (watcher === null) {
+      watcher = setInterval(watch, WATCH_MS);
+      watcher.unref();
+    }
+    return r;
+  };
+  const dataDone = (r: DataRequest): void => {
+    inflight.delete(r);
+    if (inflight.size === 0 && watcher !== null) {
+      clearInterval(watcher);
+      watcher = null;
+    }
+  };
+  /** Run a data op body with its request's signal, untracked when it settles. */
+  const withSignal = <T>(body: (signal: AbortSignal, pid: number) => Promise<T>): Promise<T> => {
+    const r = dataRequest();
+    let p: Promise<T>;
+    try {
+      p = body(r.ac.signal, r.pid);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.finally(() => dataDone(r));
+  };
+  // data-wait-err errors by "pid:ino", for the kernel's retry of a failed read (see the header).
+  const failedReads = new Map<string, { e: Error; until: number }>();
+  const recentFailure = (pid: number, ino: bigint): Error | undefined => {
+    if (pid <= 0) return undefined;
+    const k = `${pid}:${ino}`;
+    const f = failedReads.get(k);
+    if (f === undefined) return undefined;
+    if (f.until < Date.now()) {
+      failedReads.delete(k);
+      return undefined;
+    }
+    return f.e;
+  };
+  const noteFailure = (pid: number, ino: bigint, e: unknown): void => {
+    if (pid <= 0 || !(e instanceof DataWaitError)) return;
+    const now = Date.now();
+    for (const [k, f] of failedReads) if (f.until < now) failedReads.delete(k);
+    failedReads.set(`${pid}:${ino}`, { e, until: now + RETRY_WINDOW_MS });
   };
 
   // Run an op body and answer the kernel exactly once.  `shape` maps a
@@ -344,20 +480,27 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         await fs.release(ino);
       }, none),
     read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCb) => {
-      const body = async (): Promise<number> => {
-        const data = await fs.read(await handleIno(fd, path), BigInt(pos), len);
+      const body = async (signal: AbortSignal, pid: number): Promise<number> => {
+        const ino = await handleIno(fd, path);
+        let data: Uint8Array;
+        try {
+          data = await fs.read(ino, BigInt(pos), len, { signal, failInstead: recentFailure(pid, ino) });
+        } catch (e) {
+          noteFailure(pid, ino, e);
+          throw e;
+        }
         const n = Math.min(data.length, len);
         buf.set(data.subarray(0, n), 0);
         return n;
       };
       // read answers the byte count in the error slot.
-      body().then((n) => cb(n), (e: unknown) => fail('read', cb, e));
+      withSignal(body).then((n) => cb(n), (e: unknown) => fail('read', cb, e));
     },
     write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCb) => {
       // The binding detaches buf after we answer; copy before awaiting.
       const data = Uint8Array.prototype.slice.call(buf, 0, len);
-      const body = async (): Promise<number> => fs.write(await handleIno(fd, path), BigInt(pos), data);
-      body().then((n) => cb(n), (e: unknown) => fail('write', cb, e));
+      const body = async (signal: AbortSignal): Promise<number> => fs.write(await handleIno(fd, path), BigInt(pos), data, { signal });
+      withSignal(body).then((n) => cb(n), (e: unknown) => fail('write', cb, e));
     },
     flush: (_path: string, _fd: number, cb: FuseCb) => cb(0),
     // (path, datasync, fd): the order the binding really uses.  scoutfs
@@ -366,9 +509,9 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     fsyncdir: (_path: string, _datasync: number, _fd: number, cb: FuseCb) =>
       answer('fsyncdir', cb, () => fs.sync(), none),
     truncate: (path: string, size: number, cb: FuseCb) =>
-      answer('truncate', cb, async () => fs.setattr(await resolveFresh(path), { size: BigInt(size) }), none),
+      answer('truncate', cb, () => withSignal(async (signal) => fs.setattr(await resolveFresh(path), { size: BigInt(size) }, { signal })), none),
     ftruncate: (path: string, fd: number, size: number, cb: FuseCb) =>
-      answer('ftruncate', cb, async () => fs.setattr(await handleIno(fd, path), { size: BigInt(size) }), none),
+      answer('ftruncate', cb, () => withSignal(async (signal) => fs.setattr(await handleIno(fd, path), { size: BigInt(size) }, { signal })), none),
     readlink: (path: string, cb: FuseCb) =>
       answer('readlink', cb, async () => fs.readlink(await resolveFresh(path)),
         (t) => [new TextDecoder().decode(t)]),
@@ -498,7 +641,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
       }, none);
     },
   };
-  return { ops, paths, openHandles: () => handles.size, hiddenFiles: () => hidden.size, errors };
+  return { ops, paths, openHandles: () => handles.size, hiddenFiles: () => hidden.size, errors, dataRequests: () => inflight.size, abandoned };
 }
 
 /* ---- mounting -------------------------------------------------------------------- */
@@ -543,10 +686,10 @@ export async function mountFuse(mnt: string, fs: Fs, opts: AdapterOptions & { fs
   const holder: { fuse: FuseInstance | null } = { fuse: null };
   const adapter = makeAdapter(fs, {
     ...opts,
-    ...(patched ? { caller: () => holder.fuse!.caller!(), utimensFixed: true, ino64: true } : {}),
+    ...(patched ? { caller: () => holder.fuse!.caller!(), callerPid: () => holder.fuse!.caller!().pid, utimensFixed: true, ino64: true } : {}),
   });
   const optionString = fuseOptions(opts.fsname ?? 'scoutfs');
-  const fuse = new Fuse(mnt, adapter.ops, { fsname: optionString, maxRead: MAX_WRITE_BYTES, timeout: OP_TIMEOUT_MS });
+  const fuse = new Fuse(mnt, adapter.ops, { fsname: optionString, maxRead: MAX_WRITE_BYTES, timeout: OP_TIMEOUTS });
   holder.fuse = fuse;
   if (!patched) opts.log('fuse: native/fuse is not built; using the fuse-native package (new files belong to the daemon, st_ino is 32 bits)');
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));

@@ -26,6 +26,21 @@
  * name; anything else crosses as EIO with its message.  The daemon never
  * dies on a bad request: malformed JSON or an unknown op is EINVAL.
  *
+ * Payloads.  A request whose JSON carries "payload": N (0 < N <=
+ * PAYLOAD_MAX) is followed on the socket by exactly N raw bytes, which the
+ * handler receives with the request (stage sends the archived bytes this
+ * way, in pieces of at most PAYLOAD_MAX, each its own request, as the
+ * reference CLI calls the STAGE ioctl once per buffer).  A client may send
+ * requests ahead of their replies (ControlSession); the server stops
+ * reading the socket while more than QUEUE_MAX bytes wait for their
+ * handlers, so a fast sender cannot fill the daemon's memory.  A bad
+ * payload length cannot be skipped: the reply is EINVAL and the connection
+ * is closed.
+ *
+ * The archive ops (src/mount/daemon.ts): release, stage, setattr-more,
+ * move-blocks, data-waiting, data-wait-err, ino-path, list-hidden-xattrs,
+ * counters; names of files travel base64 (raw bytes).
+ *
  * Rejected: an HTTP server (more surface, no gain), and a socket path
  * derived from the devices (the CLI only knows the mount path).
  */
@@ -53,7 +68,56 @@ export function controlSocketPath(mnt: string, runDir = DEFAULT_RUN_DIR): string
 }
 
 export type ControlRequest = { op: string; [k: string]: unknown };
-export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
+/** payload: the raw bytes that followed the request ("payload": N), or null. */
+export type ControlHandler = (req: ControlRequest, payload: Buffer | null) => Promise<unknown>;
+
+/** Largest payload of one request. */
+export const PAYLOAD_MAX = 16 << 20;
+/** The server reads no more while this many bytes wait for their handlers. */
+export const QUEUE_MAX = 64 << 20;
+
+/** Bytes received and not yet consumed, kept as the chunks they came in. */
+class ByteQueue {
+  private chunks: Buffer[] = [];
+  length = 0;
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.length += b.length;
+  }
+  /** Index of the first newline, or -1. */
+  indexOfNewline(): number {
+    let base = 0;
+    for (const c of this.chunks) {
+      const i = c.indexOf(0x0a);
+      if (i >= 0) return base + i;
+      base += c.length;
+    }
+    return -1;
+  }
+  take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - at);
+        c.copy(out, at, 0, k);
+        at += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.length -= n;
+    return out;
+  }
+}
 
 /** Errors the CLI shows as `<strerror> (<n>)`. */
 export class ControlError extends Error {
@@ -89,21 +153,62 @@ export async function startControlServer(
   const path = join(runDir, `${createHash('sha1').update(mnt).digest('hex')}.sock`);
   rmSync(path, { force: true });
   const server = net.createServer((sock) => {
-    let buf = '';
+    const q = new ByteQueue();
     let chain = Promise.resolve();
-    sock.setEncoding('utf8');
+    let payloadOf: { req: ControlRequest; n: number } | null = null;
+    let queued = 0; // payload bytes handed to the chain and not yet handled
+    let closing = false;
     sock.on('error', () => {});
-    sock.on('data', (d: string) => {
-      buf += d;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        chain = chain.then(async () => {
-          const reply = await answer(line, handler, log);
-          if (!sock.destroyed) sock.write(reply + '\n');
-        });
+    const enqueue = (req: ControlRequest | Error, payload: Buffer | null): void => {
+      const n = payload?.length ?? 0;
+      queued += n;
+      chain = chain.then(async () => {
+        const reply = req instanceof Error
+          ? toJson({ ok: false, errno: 'EINVAL', message: `bad request: ${req.message}` })
+          : await answer(req, payload, handler, log);
+        queued -= n;
+        if (!sock.destroyed) sock.write(reply + '\n');
+        if (sock.isPaused() && !closing && q.length + queued < QUEUE_MAX) sock.resume();
+      });
+    };
+    const feed = (): void => {
+      while (!closing) {
+        if (payloadOf !== null) {
+          if (q.length < payloadOf.n) break;
+          enqueue(payloadOf.req, q.take(payloadOf.n));
+          payloadOf = null;
+          continue;
+        }
+        const nl = q.indexOfNewline();
+        if (nl < 0) {
+          if (q.length > 1 << 20) sock.destroy();
+          break;
+        }
+        const line = q.take(nl + 1).subarray(0, nl).toString('utf8');
+        let req: ControlRequest;
+        try {
+          req = parseRequest(line);
+        } catch (e) {
+          enqueue(e as Error, null);
+          continue;
+        }
+        const n = req.payload;
+        if (n === undefined) {
+          enqueue(req, null);
+        } else if (typeof n === 'number' && Number.isInteger(n) && n > 0 && n <= PAYLOAD_MAX) {
+          payloadOf = { req, n };
+        } else {
+          // The bytes that follow cannot be found: answer and hang up.
+          closing = true;
+          enqueue(new Error(`payload must be 1..${PAYLOAD_MAX} bytes, not ${String(n)}`), null);
+          chain = chain.then(() => { sock.end(); });
+        }
       }
-      if (buf.length > 1 << 20) sock.destroy();
+      if (q.length + queued >= QUEUE_MAX) sock.pause();
+    };
+    sock.on('data', (d: Buffer) => {
+      q.push(d);
+      feed();
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -121,16 +226,15 @@ export async function startControlServer(
   };
 }
 
-async function answer(line: string, handler: ControlHandler, log: (line: string) => void): Promise<string> {
-  let req: ControlRequest;
+function parseRequest(line: string): ControlRequest {
+  const req = JSON.parse(line) as ControlRequest;
+  if (typeof req !== 'object' || req === null || typeof req.op !== 'string') throw new Error('no op');
+  return req;
+}
+
+async function answer(req: ControlRequest, payload: Buffer | null, handler: ControlHandler, log: (line: string) => void): Promise<string> {
   try {
-    req = JSON.parse(line) as ControlRequest;
-    if (typeof req !== 'object' || req === null || typeof req.op !== 'string') throw new Error('no op');
-  } catch (e) {
-    return toJson({ ok: false, errno: 'EINVAL', message: `bad request: ${(e as Error).message}` });
-  }
-  try {
-    return toJson({ ok: true, result: (await handler(req)) ?? {} });
+    return toJson({ ok: true, result: (await handler(req, payload)) ?? {} });
   } catch (e) {
     if (e instanceof FsError) return toJson({ ok: false, errno: e.code, message: e.message });
     const err = e instanceof Error ? e : new Error(String(e));
@@ -141,41 +245,110 @@ async function answer(line: string, handler: ControlHandler, log: (line: string)
 
 /** One request to the mount at `mnt`; throws ControlError on failure. */
 export async function controlRequest(mnt: string, req: ControlRequest, runDir = DEFAULT_RUN_DIR): Promise<Record<string, unknown>> {
-  const path = controlSocketPath(mnt, runDir);
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(path);
-    let buf = '';
+  const s = await ControlSession.open(mnt, runDir);
+  try {
+    return await s.request(req);
+  } finally {
+    s.close();
+  }
+}
+
+/**
+ * One connection carrying any number of requests, sent ahead of their
+ * replies (which come back in order).  request() resolves with the reply
+ * of its own request; a payload is written after the request line, and
+ * request() waits for the socket to drain so the caller's memory is
+ * bounded by what is in flight.
+ */
+export class ControlSession {
+  private buf = '';
+  private readonly waiting: { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
+  private dead: ControlError | null = null;
+
+  private constructor(private readonly sock: net.Socket, private readonly path: string) {
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(toJson(req) + '\n'));
     sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      sock.end();
-      try {
-        const r = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: Record<string, unknown>; errno?: string; message?: string };
-        if (r.ok) resolve(r.result ?? {});
-        else reject(new ControlError(r.errno ?? 'EIO', r.message ?? 'failed'));
-      } catch (e) {
-        reject(new ControlError('EIO', `bad reply from ${path}: ${(e as Error).message}`));
+      this.buf += d;
+      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiting.shift();
+        if (w === undefined) continue;
+        try {
+          const r = JSON.parse(line) as { ok: boolean; result?: Record<string, unknown>; errno?: string; message?: string };
+          if (r.ok) w.resolve(r.result ?? {});
+          else w.reject(new ControlError(r.errno ?? 'EIO', r.message ?? 'failed'));
+        } catch (e) {
+          w.reject(new ControlError('EIO', `bad reply from ${path}: ${(e as Error).message}`));
+        }
       }
     });
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      const code = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'ENOENT' : (e.code ?? 'EIO');
-      reject(new ControlError(code, `no scoutfs mount at ${mnt} (control socket ${path}: ${e.code ?? e.message})`));
+    const fail = (why: ControlError): void => {
+      this.dead ??= why;
+      for (const w of this.waiting.splice(0)) w.reject(this.dead);
+    };
+    sock.on('error', (e: NodeJS.ErrnoException) => fail(new ControlError(e.code ?? 'EIO', `control socket ${path}: ${e.message}`)));
+    sock.on('close', () => fail(new ControlError('EIO', `control socket ${path} closed without a reply`)));
+  }
+
+  static open(mnt: string, runDir = DEFAULT_RUN_DIR): Promise<ControlSession> {
+    const path = controlSocketPath(mnt, runDir);
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection(path);
+      const onError = (e: NodeJS.ErrnoException): void => {
+        const code = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'ENOENT' : (e.code ?? 'EIO');
+        reject(new ControlError(code, `no scoutfs mount at ${mnt} (control socket ${path}: ${e.code ?? e.message})`));
+      };
+      sock.once('error', onError);
+      sock.once('connect', () => {
+        sock.off('error', onError);
+        resolve(new ControlSession(sock, path));
+      });
     });
-    sock.on('close', () => {
-      if (buf.indexOf('\n') < 0) reject(new ControlError('EIO', `control socket ${path} closed without a reply`));
+  }
+
+  /** Send a request (and its payload); resolves with its reply. */
+  request(req: ControlRequest, payload?: Uint8Array): Promise<Record<string, unknown>> {
+    if (this.dead !== null) return Promise.reject(this.dead);
+    const reply = new Promise<Record<string, unknown>>((resolve, reject) => this.waiting.push({ resolve, reject }));
+    const line = toJson(payload === undefined ? req : { ...req, payload: payload.length }) + '\n';
+    let ok = this.sock.write(line);
+    if (payload !== undefined && payload.length > 0) ok = this.sock.write(payload);
+    if (ok) return reply;
+    // Wait for the socket to drain before handing the reply promise back,
+    // but never hide a failure that comes first.
+    return new Promise((resolve, reject) => {
+      const drained = (): void => resolve(reply);
+      this.sock.once('drain', drained);
+      reply.catch((e: unknown) => {
+        this.sock.off('drain', drained);
+        reject(e);
+      });
     });
-  });
+  }
+
+  close(): void {
+    this.sock.end();
+  }
 }
 
 /* ---- CLI side ------------------------------------------------------------------ */
 
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory', EINVAL: 'Invalid argument', EIO: 'Input/output error',
-  EACCES: 'Permission denied', EPERM: 'Operation not permitted', ENOTDIR: 'Not a directory',
-  EBUSY: 'Device or resource busy', ENOSPC: 'No space left on device', ESTALE: 'Stale file handle',
+/** glibc's strerror() text, for the CLI's failure line. */
+export const STRERROR: Record<string, string> = {
+  EPERM: 'Operation not permitted', ENOENT: 'No such file or directory', EINTR: 'Interrupted system call',
+  EIO: 'Input/output error', ENXIO: 'No such device or address', E2BIG: 'Argument list too long',
+  EBADF: 'Bad file descriptor', EAGAIN: 'Resource temporarily unavailable', ENOMEM: 'Cannot allocate memory',
+  EACCES: 'Permission denied', EFAULT: 'Bad address', EBUSY: 'Device or resource busy', EEXIST: 'File exists',
+  EXDEV: 'Invalid cross-device link', ENODEV: 'No such device', ENOTDIR: 'Not a directory', EISDIR: 'Is a directory',
+  EINVAL: 'Invalid argument', ENOTTY: 'Inappropriate ioctl for device', EFBIG: 'File too large',
+  ENOSPC: 'No space left on device', EROFS: 'Read-only file system', EMLINK: 'Too many links',
+  ERANGE: 'Numerical result out of range', ENAMETOOLONG: 'File name too long', ENOSYS: 'Function not implemented',
+  ENOTEMPTY: 'Directory not empty', ELOOP: 'Too many levels of symbolic links', ENODATA: 'No data available',
+  EOVERFLOW: 'Value too large for defined data type', EOPNOTSUPP: 'Operation not supported',
+  ESHUTDOWN: 'Cannot send after transport endpoint shutdown', ETIMEDOUT: 'Connection timed out',
+  ECONNREFUSED: 'Connection refused', ESTALE: 'Stale file handle', EDQUOT: 'Disk quota exceeded',
+  ECANCELED: 'Operation canceled', EPIPE: 'Broken pipe',
 };
 
 /** `<strerror> (<n>): detail`, the body of the CLI's failure line. */

@@ -42,6 +42,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Fs } from '../fs/api.js';
+import type { Timespec } from '../format/common.js';
 import type { BlockDevice } from '../runtime/device.js';
 import { FileBlockDevice } from '../runtime/device.js';
 import { CryptoRandom, type Random } from '../runtime/random.js';
@@ -98,6 +99,7 @@ export interface OpenedMount {
   readXattrTotals(): Promise<{ name: [bigint, bigint, bigint]; total: bigint; count: bigint }[]>;
   close(): Promise<void>;
   status(): object;
+  counters(): Record<string, number>;
 }
 export type OpenMountFn = (opts: {
   metaDev: BlockDevice; dataDev: BlockDevice; random: Random; clock: Clock; log?: (line: string) => void;
@@ -159,12 +161,22 @@ function hex16(n: bigint): string {
   return n.toString(16).padStart(16, '0');
 }
 
-function u64(v: string | undefined, what: string): bigint {
+function u64(v: unknown, what: string): bigint {
   if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new FsError('EINVAL', `${what} must be a decimal u64`);
   const n = BigInt(v);
   if (n >= 1n << 64n) throw new FsError('EINVAL', `${what} out of range`);
   return n;
 }
+
+function timespec(v: unknown, what: string): Timespec | undefined {
+  if (v === undefined || v === null) return undefined;
+  const t = v as { sec?: unknown; nsec?: unknown };
+  const nsec = t.nsec;
+  if (typeof nsec !== 'number' || !Number.isInteger(nsec) || nsec < 0 || nsec > 999_999_999) throw new FsError('EINVAL', `${what}.nsec must be 0..999999999`);
+  return { sec: u64(t.sec, `${what}.sec`), nsec };
+}
+
+const b64 = (u: Uint8Array): string => Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString('base64');
 
 /** Run a mount until it is stopped; resolves with the exit status. */
 export async function runDaemon(a: DaemonArgs): Promise<number> {
@@ -173,6 +185,7 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
   const undo: { name: string; fn: () => Promise<void> | void }[] = [];
   let fm: FuseMount | null = null;
   let mnt = '';
+  let stopWaits: (() => void) | null = null;
   let exitCode = 0;
 
   const emergencyUnmount = (): void => {
@@ -235,6 +248,7 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     const m = await openMount({ metaDev, dataDev, random: new CryptoRandom(), clock: new RealClock(), log });
     undo.push({ name: 'close mount', fn: () => m.close() });
     const fs = m.fs;
+    stopWaits = () => fs.shutdownDataWaits();
 
     fm = await mountFuse(mnt, fs, { log, fsname: realpathSync(a.dataPath) });
     const fuse = fm;
@@ -247,8 +261,67 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     undo.push({ name: 'commit', fn: () => fs.sync() });
 
     const status = (): Record<string, unknown> => (m.status() ?? {}) as Record<string, unknown>;
-    const handler = async (req: ControlRequest): Promise<unknown> => {
+    const inoOf = async (p: unknown, what: string): Promise<bigint> => {
+      if (typeof p !== 'string') throw new FsError('EINVAL', `${what} needs a path`);
+      return fuse.adapter.paths.resolve('/' + p);
+    };
+    const handler = async (req: ControlRequest, payload: Buffer | null): Promise<unknown> => {
       switch (req.op) {
+        case 'release':
+          await fs.releaseData(await inoOf(req.path, 'release'), u64(req.offset, 'offset'), u64(req.length, 'length'), u64(req.data_version, 'data_version'));
+          return {};
+        case 'stage': {
+          const data = payload ?? new Uint8Array(0);
+          await fs.stageData(await inoOf(req.path, 'stage'), u64(req.data_version, 'data_version'), u64(req.offset, 'offset'), data);
+          return { staged: data.length };
+        }
+        case 'setattr-more': {
+          const a = await fs.setattrMore(await inoOf(req.path, 'setattr'), {
+            dataVersion: req.data_version === undefined ? 0n : u64(req.data_version, 'data_version'),
+            size: req.size === undefined ? 0n : u64(req.size, 'size'),
+            offline: req.offline === true,
+            ctime: timespec(req.ctime, 'ctime'),
+            crtime: timespec(req.crtime, 'crtime'),
+          });
+          return { ino: a.ino, size: a.size, data_version: a.data_version, offline_blocks: a.offline_blocks };
+        }
+        case 'move-blocks':
+          await fs.moveBlocks({
+            fromIno: await inoOf(req.from, 'move-blocks'), fromOff: u64(req.from_offset, 'from_offset'), len: u64(req.length, 'length'),
+            toIno: await inoOf(req.to, 'move-blocks'), toOff: u64(req.to_offset, 'to_offset'),
+            stage: req.stage === true, dataVersion: req.data_version === undefined ? 0n : u64(req.data_version, 'data_version'),
+          });
+          return {};
+        case 'data-waiting': {
+          const max = typeof req.max === 'number' && req.max > 0 ? Math.min(req.max, 1 << 20) : 1 << 20;
+          const entries = await fs.dataWaiting(u64(req.after_ino ?? '0', 'after_ino'), u64(req.after_iblock ?? '0', 'after_iblock'), max);
+          return { entries };
+        }
+        case 'data-wait-err': {
+          const op = req.op_mask;
+          const errno = req.errno;
+          if (typeof op !== 'number' || typeof errno !== 'number') throw new FsError('EINVAL', 'data-wait-err needs op_mask and errno numbers');
+          const count = await fs.dataWaitErr({
+            ino: u64(req.ino, 'ino'), dataVersion: u64(req.data_version, 'data_version'), offset: u64(req.offset, 'offset'),
+            count: u64(req.count, 'count'), op, errno,
+          });
+          return { count };
+        }
+        case 'ino-path':
+          return { paths: (await fs.inoPaths(u64(req.ino, 'ino'))).map(b64) };
+        case 'list-hidden-xattrs':
+          return { names: (await fs.listHiddenXattrs(await inoOf(req.path, 'list-hidden-xattrs'))).map(b64) };
+        case 'counters':
+          return {
+            counters: {
+              ...m.counters(),
+              fuse_data_requests: fuse.adapter.dataRequests(),
+              fuse_data_waits_abandoned: fuse.adapter.abandoned.count,
+              fuse_open_handles: fuse.adapter.openHandles(),
+              fuse_path_cache_entries: fuse.adapter.paths.size,
+              ...Object.fromEntries([...fuse.adapter.errors].map(([k, v]) => [`fuse_errors_${k.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/_$/, '')}`, v])),
+            },
+          };
         case 'sync':
           await fs.sync();
           return {};
@@ -324,6 +397,9 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     }, 500);
   });
   log(`scoutfs mount: ${why}: committing and closing ${mnt}`);
+  // Tasks waiting for offline data get ESHUTDOWN now, before the FUSE
+  // mount goes away under them.
+  stopWaits?.();
   await teardown();
   log(`scoutfs mount: ${mnt} closed${exitCode === 0 ? '' : ' with errors'}`);
   return exitCode;

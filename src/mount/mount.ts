@@ -127,6 +127,19 @@ export interface Mount {
   readXattrTotals(): Promise<XattrTotal[]>;
   close(): Promise<void>;
   status(): object;
+  /** Every counter of the mount, flat, snake_case, prefixed by subsystem (`scoutfs counters`). */
+  counters(): Record<string, number>;
+}
+
+/** {a: {bC: 1}} -> {a_b_c: 1}: numbers only. */
+export function flattenCounters(prefix: string, o: object, out: Record<string, number> = {}): Record<string, number> {
+  for (const [k, v] of Object.entries(o)) {
+    const name = `${prefix}_${k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}`;
+    if (typeof v === 'number') out[name] = v;
+    else if (typeof v === 'bigint') out[name] = Number(v);
+    else if (typeof v === 'object' && v !== null) flattenCounters(name, v as object, out);
+  }
+  return out;
 }
 
 const SUPER_OFF = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
@@ -250,11 +263,16 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
     // the mount goes on, and reads that need the block get EIO as they
     // would have without the merge.  Corruption met after the first change
     // failed the volume: the mount stops, naming the block.
+    const mergeCounters = { trees: 0, items: 0, blocksFreed: 0, skipped: 0 };
     if (t.logMerge?.disabled !== true) {
       try {
         const lm = await mergeFinalizedLogTrees(vol, commitq, lts.mutexes, { reserveBlocks: sizing.reserved, maxChangesPerCommit: t.logMerge?.maxChangesPerCommit });
         if (lm.trees > 0) log(`merged ${lm.trees} log trees into fs_root (${lm.items} items, ${lm.blocksFreed} blocks freed)`);
         if (lm.skipped !== null) log(`log merge left finalized log trees in logs_root: ${lm.skipped}`);
+        mergeCounters.trees += Number(lm.trees);
+        mergeCounters.items += Number(lm.items);
+        mergeCounters.blocksFreed += Number(lm.blocksFreed);
+        if (lm.skipped !== null) mergeCounters.skipped++;
       } catch (e) {
         if (!(e instanceof CorruptionError) || vol.failure !== null) throw e;
         log(`log merge skipped, the finalized log trees stay in logs_root: ${e.message}`);
@@ -378,6 +396,21 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
           fs: fs.status(),
           server: { seq: seq.current, commits: vol.counters.commits, logTrees: lts.counters },
         };
+      },
+      counters() {
+        const st = fs.status() as { counters: object; dataWaits: object; openInodes: number };
+        const out: Record<string, number> = {};
+        flattenCounters('trans', trans.counters, out);
+        flattenCounters('fs', st.counters, out);
+        flattenCounters('data_wait', st.dataWaits, out);
+        out.fs_open_inodes = st.openInodes;
+        flattenCounters('item_cache', items.counters, out);
+        flattenCounters('block_cache', cache.counters, out);
+        flattenCounters('forest', reader.counters, out);
+        flattenCounters('server', vol.counters, out);
+        flattenCounters('log_trees', lts.counters, out);
+        flattenCounters('log_merge', mergeCounters, out);
+        return out;
       },
     };
   } catch (e) {

@@ -83,6 +83,8 @@ export interface VolumeOptions {
   dataBytes: number;
   /** Quorum port, 42200-42299. */
   port: number;
+  /** Quorum address (default 127.0.0.1); randomQuorumAddr() gives one no parallel run shares. */
+  addr?: string;
   /** Extra mkfs arguments (before the devices). */
   mkfsArgs?: string[];
 }
@@ -101,6 +103,7 @@ export class Volume {
     readonly dataImage: string,
     readonly mnt: string,
     readonly port: number,
+    readonly addr = '127.0.0.1',
   ) {}
 
   /** Images, loop devices and a mount point; mkfs unless `mkfs: false`. */
@@ -113,13 +116,13 @@ export class Volume {
     const di = await createImage(reg, join(dir, 'data.img'), o.dataBytes, { remove: 'always' });
     const meta = (await attachLoop(reg, mi.path)).path;
     const data = (await attachLoop(reg, di.path)).path;
-    const v = new Volume(reg, dir, name, meta, data, mi.path, di.path, mnt, o.port);
+    const v = new Volume(reg, dir, name, meta, data, mi.path, di.path, mnt, o.port, o.addr);
     if (o.mkfs !== false) await v.mkfs(o.mkfsArgs ?? []);
     return v;
   }
 
   async mkfs(extra: string[] = [], meta = this.meta, data = this.data): Promise<void> {
-    const r = await scoutfs('mkfs', '-A', '-f', ...extra, '-Q', `0,127.0.0.1,${this.port}`, meta, data);
+    const r = await scoutfs('mkfs', '-A', '-f', ...extra, '-Q', `0,${this.addr},${this.port}`, meta, data);
     assert.equal(r.code, 0, r.out + r.err);
   }
 
@@ -187,6 +190,12 @@ export async function stopMount(proc: NodeProc, mnt: string): Promise<void> {
   const ex = await proc.stop(60_000);
   assert.equal(ex.code, 0, `daemon exit ${ex.code} ${ex.signal}; log tail:\n${await proc.logTail(30)}`);
   assert.equal(await isMounted(mnt), false);
+}
+
+/** A random 127.x.y.z quorum address and port in 42200-42299, so parallel test runs never share one. */
+export function randomQuorum(): { addr: string; port: number } {
+  const r = (n: number): number => Math.floor(Math.random() * n);
+  return { addr: `127.${1 + r(254)}.${r(256)}.${1 + r(254)}`, port: 42200 + r(100) };
 }
 
 /** Every after(): run the registry, then check nothing is left mounted or attached. */
