@@ -48,7 +48,7 @@ import { logMatches, mountAppears, startProc, type NodeProc } from '../harness/p
 import { runScenario, type RunContext, type Scenario } from '../harness/runner.js';
 import { isRoot, sh, trySh, which } from '../harness/sys.js';
 import type { Metric, Skip } from './results.js';
-import { fioAvailable, fioWorkload, metaWorkload, streamWorkload } from './workloads.js';
+import { archiveWorkload, fioAvailable, fioWorkload, metaWorkload, streamWorkload } from './workloads.js';
 
 const PASSTHROUGH = join(dirname(fileURLToPath(import.meta.url)), 'fuse-passthrough.js');
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -59,7 +59,7 @@ const GiB = 2 ** 30;
 export const SCOUTFS_QUORUM_PORT = 42300;
 
 /** The workload groups runWorkloads knows, in run order. */
-export const WORKLOADS = ['meta', 'meta2', 'stream', 'fio'] as const;
+export const WORKLOADS = ['meta', 'meta2', 'stream', 'archive', 'fio'] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export interface E2EOptions {
@@ -120,6 +120,19 @@ async function runWorkloads(
       s.cachesDropped ? undefined : 'caches NOT dropped (not root): may be a page cache read'));
     say(`streaming: write ${s.writeMBps.toFixed(0)} MB/s, read ${s.readMBps.toFixed(0)} MB/s`);
   }
+  if (want('archive') && target === 'scoutfs') {
+    say(`archive: write ${o.streamMiB} MiB + fsync, release it, stage it back + sync`);
+    const a = await archiveWorkload(ctx.registry, dir, ctx.runDir, o.streamMiB, t, async (args) => {
+      const r = await sh(process.execPath, [SCOUTFS_CLI, ...args], { timeoutMs: t });
+      return r.stdout;
+    });
+    out.metrics.push(metric('archive.write', `seq write ${o.streamMiB} MiB + fsync (archive file)`, target, a.writeMBps, 'MB/s'));
+    out.metrics.push(metric('archive.stage', `stage ${o.streamMiB} MiB + sync`, target, a.stageMBps, 'MB/s'));
+    out.metrics.push({ ...metric('archive.release', `release ${o.streamMiB} MiB (CLI process included)`, target, a.releaseMs, 'ms'), higherIsBetter: false });
+    out.metrics.push(metric('archive.stage_vs_write', 'stage rate / write rate (same run)', target, a.stageMBps / a.writeMBps, 'x'));
+    out.notes.push(`archive (issue 13 aims): stage/write ${(a.stageMBps / a.writeMBps).toFixed(2)}x (aim >= 0.80x), release of ${o.streamMiB} MiB ${a.releaseMs.toFixed(0)} ms (aim < 1000 ms)`);
+    say(`archive: write ${a.writeMBps.toFixed(0)} MB/s, stage ${a.stageMBps.toFixed(0)} MB/s (${(a.stageMBps / a.writeMBps).toFixed(2)}x), release ${a.releaseMs.toFixed(0)} ms`);
+  }
   if (!want('fio')) return;
   if (o.noFio || !(await fioAvailable())) {
     const why = o.noFio ? 'skipped (--no-fio)' : 'fio not installed (Debian package fio), skipped';
@@ -137,6 +150,7 @@ async function runWorkloads(
 }
 
 function imageBytes(o: E2EOptions): number {
+  // stream, then archive (the file and its stage), then fio.
   const need = o.streamMiB * 2 ** 20 + o.fioSizeMiB * 2 ** 20;
   return Math.max(2 * GiB, Math.ceil((need * 1.5) / GiB) * GiB);
 }

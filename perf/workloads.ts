@@ -12,6 +12,12 @@
  *            `sync; echo 3 > /proc/sys/vm/drop_caches` (root only) and read
  *            it back.  Without root the read may come from the page cache;
  *            the result says so.
+ *   archive  (scoutfs only, issue 13) write MIB MiB into a file (a client,
+ *            1 MiB writes + fsync: the sequential write rate of this run),
+ *            release it with `scoutfs release` (timed, the CLI process
+ *            included), then `scoutfs stage` it back from an archive copy
+ *            outside the mount, followed by `scoutfs sync` (timed together:
+ *            the stage rate, durable like the write's fsync).
  *   fio      4 KiB random writes then random reads, psync, queue depth 1,
  *            O_DIRECT (falls back to buffered I/O where O_DIRECT is refused,
  *            noted), time based, when fio is installed.
@@ -219,6 +225,58 @@ export async function streamWorkload(
     };
   } finally {
     await rm(file, { force: true });
+  }
+}
+
+export interface ArchiveResult {
+  /** The sequential write (+fsync) rate of the same file in this run. */
+  writeMBps: number;
+  /** `scoutfs stage` + `scoutfs sync` of the whole file. */
+  stageMBps: number;
+  /** `scoutfs release` of the whole file, the CLI process included. */
+  releaseMs: number;
+}
+
+/** MB/s (10^6 bytes) of write and stage and the release time of one MIB MiB file; `cli` runs `scoutfs ARGS`. */
+export async function archiveWorkload(
+  registry: CleanupRegistry,
+  dir: string,
+  archiveDir: string,
+  mib: number,
+  timeoutMs: number,
+  cli: (args: string[]) => Promise<string>,
+): Promise<ArchiveResult> {
+  const file = join(dir, 'archive.dat');
+  const copy = join(archiveDir, 'archive-copy.dat');
+  try {
+    const w = await Client.start(registry, ['write', file, String(mib)], 'archive writer');
+    const wm = await w.next(timeoutMs);
+    await w.done(timeoutMs);
+    // An archive copy of the same size (other random bytes: staging does not compare).
+    const c = await Client.start(registry, ['write', copy, String(mib)], 'archive copy writer');
+    await c.next(timeoutMs);
+    await c.done(timeoutMs);
+    const vers = (await cli(['stat', '-s', 'data_version', file])).trim();
+    let t0 = process.hrtime.bigint();
+    await cli(['release', file, '-V', vers]);
+    const releaseNs = process.hrtime.bigint() - t0;
+    const off = (await cli(['stat', '-s', 'offline_blocks', file])).trim();
+    if (off !== String(mib * 256)) throw new Error(`release left ${off} offline blocks, not ${mib * 256}`);
+    t0 = process.hrtime.bigint();
+    await cli(['stage', copy, file, '-V', vers]);
+    await cli(['sync', dir]);
+    const stageNs = process.hrtime.bigint() - t0;
+    const on = (await cli(['stat', '-s', 'online_blocks', file])).trim();
+    if (on !== String(mib * 256)) throw new Error(`stage left ${on} online blocks, not ${mib * 256}`);
+    const bytes = mib * 2 ** 20;
+    return {
+      writeMBps: Number(wm.bytes) / 1e6 / (Number(wm.ns) / 1e9),
+      stageMBps: bytes / 1e6 / (Number(stageNs) / 1e9),
+      releaseMs: Number(releaseNs) / 1e6,
+    };
+  } finally {
+    await rm(file, { force: true });
+    await rm(copy, { force: true });
   }
 }
 
