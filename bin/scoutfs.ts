@@ -30,6 +30,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   'ino-path': { summary: 'print the paths of an inode number', load: async () => (await import('./ino-path.js')).run },
   'list-hidden-xattrs': { summary: 'print the scoutfs.hide. xattr names of a file', load: async () => (await import('./list-hidden-xattrs.js')).run },
   counters: { summary: 'print the counters of a mount', load: async () => (await import('./counters.js')).run },
+  'change-format-version': { summary: 'set the format version of unmounted devices', load: async () => (await import('./change-format-version.js')).run },
+  'resize-devices': { summary: 'grow the space a volume uses on grown, unmounted devices', load: async () => (await import('./resize-devices.js')).run },
 };
 
 function usage(): string {

@@ -124,6 +124,16 @@ export class ServerAlloc {
     this.lowMargin = opts.lowMargin ?? 64;
   }
 
+  /**
+   * The metadata device grew (resize-devices, src/server/resize.ts):
+   * blknos up to `last` are valid from now on.  The bounds object is shared
+   * with the active pair's allocator, so both see it.
+   */
+  growBounds(last: bigint): void {
+    assert(last >= this.opts.bounds.last, 'metadata bounds only grow');
+    this.opts.bounds.last = last;
+  }
+
   /** Server start: choose roles and the active pair from the committed super. */
   static async open(images: BlockImages, sup: ServerAllocFields, opts: ServerAllocOpts): Promise<ServerAlloc> {
     const availIdx = sup.meta_alloc[0].total_len >= sup.meta_alloc[1].total_len ? 0 : 1;

@@ -354,7 +354,9 @@ export const STRERROR: Record<string, string> = {
 /** `<strerror> (<n>): detail`, the body of the CLI's failure line. */
 export function failureText(errno: string, detail: string): string {
   const n = (ERRNO as Record<string, number>)[errno] ?? ERRNO.EIO;
-  return `${STRERROR[errno] ?? errno} (${n}): ${detail}`;
+  // An FsError's message starts with its code: the line names it already.
+  const d = detail.startsWith(`${errno}: `) ? detail.slice(errno.length + 2) : detail;
+  return `${STRERROR[errno] ?? errno} (${n}): ${d}`;
 }
 
 /** The scoutfs FUSE mount holding `path`, and `path` relative to it. */

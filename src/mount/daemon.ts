@@ -137,8 +137,12 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Claim a device for this process; throws EBUSY if a live daemon holds it. */
-function claimDevice(runDir: string, devPath: string): string {
+/**
+ * Claim a device for this process; throws EBUSY if a live daemon holds it.
+ * Returns the claim file, which the owner removes when done (the offline
+ * CLI commands, change-format-version and resize-devices -F, claim too).
+ */
+export function claimDevice(runDir: string, devPath: string): string {
   const real = realpathSync(devPath);
   const file = join(runDir, `dev-${createHash('sha1').update(real).digest('hex')}.pid`);
   for (let attempt = 0; attempt < 2; attempt++) {
