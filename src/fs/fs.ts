@@ -13,6 +13,9 @@
  *   data.ts      extents, read, write, truncate
  *   orphan.ts    open counts, orphans, final deletion, recovery at mount
  *   seqindex.ts  meta_seq / data_seq index walks
+ *   archive.ts   release, stage, setattr_more, move-blocks, data waiters
+ *   extents.ts   setting a file's extent items (split, merge, counts)
+ *   inopath.ts   inode number to paths (link backrefs)
  *
  * Every changing operation runs as one unit: FsCore.modify takes the fs
  * lock exclusively, then a transaction hold, makes all its item changes,

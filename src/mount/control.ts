@@ -2,7 +2,8 @@
  * src/mount/control.ts is the per-mount control channel: the stand-in for
  * scoutfs's ioctls, which FUSE cannot carry (they pass user pointers inside
  * their structs, PROTOCOL.md s0).  The CLI (walk-inodes, stat, statfs, df,
- * sync) finds a mount's channel from the mount path alone.
+ * sync and the archive commands) finds a mount's channel from the mount
+ * path alone.
  *
  * Where.  A unix stream socket at
  *     <runDir>/<sha1(realpath(MNT)) in hex>.sock      (runDir /run/scoutfs)
