@@ -18,7 +18,7 @@
  * counts both non-zero between two of its units, read through the control
  * channel.  Which file and how long after is drawn from a printed seed
  * (SCOUTFS_ARCHIVE_CRASH_SEED replays the choices, not the timing);
- * SCOUTFS_ARCHIVE_CRASH_ROUNDS (default 2) rounds of each kind.
+ * SCOUTFS_ARCHIVE_CRASH_ROUNDS (default 1) rounds of each kind.
  *
  * Needs root, /dev/fuse, fusermount and losetup; skipped otherwise.
  */
@@ -37,7 +37,7 @@ import { controlRequest } from '../../src/mount/control.js';
 const SKIP = await clusterSkip();
 const reg = new CleanupRegistry('cluster-archive-crash', 60_000);
 const SEED = process.env.SCOUTFS_ARCHIVE_CRASH_SEED !== undefined ? BigInt(process.env.SCOUTFS_ARCHIVE_CRASH_SEED) : BigInt(Math.floor(Math.random() * 2 ** 32));
-const ROUNDS = Number(process.env.SCOUTFS_ARCHIVE_CRASH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.SCOUTFS_ARCHIVE_CRASH_ROUNDS ?? 1);
 const BS = 4096;
 const FILES = 4;
 const BLOCKS = 4096; // 16 MiB each, one extent per block

@@ -15,8 +15,8 @@
  * Left out: the two-node wake (a stage on another node waking a reader
  * here) needs the cluster, which does not exist yet.
  *
- * Sizes: SCOUTFS_STAGE_MULTI_MIB (default 256; the reference uses 4 GiB)
- * for stage-multi-part, SCOUTFS_RACE_ROUNDS (default 8; the reference
+ * Sizes: SCOUTFS_STAGE_MULTI_MIB (default 128; the reference uses 4 GiB)
+ * for stage-multi-part, SCOUTFS_RACE_ROUNDS (default 6; the reference
  * 1000) for stage-release-race-alloc.  Needs root, /dev/fuse, fusermount
  * and losetup; skipped otherwise.
  */
@@ -35,8 +35,8 @@ const SKIP = await clusterSkip();
 const reg = new CleanupRegistry('cluster-archive', 60_000);
 const execf = promisify(execFile);
 const BS = 4096;
-const MULTI_MIB = Number(process.env.SCOUTFS_STAGE_MULTI_MIB ?? 256);
-const RACE_ROUNDS = Number(process.env.SCOUTFS_RACE_ROUNDS ?? 8);
+const MULTI_MIB = Number(process.env.SCOUTFS_STAGE_MULTI_MIB ?? 128);
+const RACE_ROUNDS = Number(process.env.SCOUTFS_RACE_ROUNDS ?? 6);
 let base = '';
 let tmp = '';
 let v: Volume;
