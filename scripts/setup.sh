@@ -36,6 +36,8 @@ fi
 #   native/fuse    fuse-native's binding with the scoutfs patches (caller
 #                  uid/gid for new inodes, 64-bit st_ino, utimens); else the
 #                  fuse-native package: new files then belong to the daemon.
+#   native/fusedev the /dev/fuse reader of the kernel transport (uv_poll on
+#                  the device); else a worker thread reads it (slower).
 node_gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
 node_dir="$(node -p 'require("path").resolve(process.execPath, "../..")')"
 if [ -f "$node_gyp" ] && [ -f "$node_dir/include/node/node_api.h" ]; then
@@ -57,6 +59,7 @@ build_addon() { # DIR WHAT-IS-LOST
 }
 build_addon native/crc32c 'block checksums use a slower fallback'
 build_addon native/fuse 'mounts use the fuse-native package (new files are owned by the daemon)'
+build_addon native/fusedev 'the kernel transport reads /dev/fuse from a worker thread'
 
 # Build: a clean dist/ so removed sources leave no stale tests behind.
 rm -rf dist

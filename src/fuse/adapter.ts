@@ -88,6 +88,7 @@ import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
 import type { Timespec } from '../format/common.js';
 import { CorruptionError, ERRNO, FsError } from '../format/errors.js';
 import { PathCache, nameBytes, splitParent } from './paths.js';
+import { errnoOf } from './ops.js';
 
 const require = createRequire(import.meta.url);
 
@@ -116,24 +117,9 @@ export const OP_TIMEOUT_MS = 600_000;
 export const ENTRY_TIMEOUT_S = 1;
 export const MAX_WRITE_BYTES = 131072;
 
-/* ---- the one errno mapping ------------------------------------------------- */
+/* ---- the one errno mapping (shared with the kernel transport) ------------- */
 
-/** Negative errno for the kernel; logs everything that is not an FsError. */
-export function errnoOf(e: unknown, op: string, log: (line: string) => void): number {
-  if (e instanceof FsError) {
-    const n = ERRNO[e.code];
-    if (typeof n === 'number') return -n;
-  }
-  // Bad bytes from disk are expected (STYLE.md s4): their message names
-  // the device, the blkno and the failed check, and is the one line.
-  if (e instanceof CorruptionError) {
-    log(`fuse: ${op}: ${e.message} (EIO)`);
-    return -ERRNO.EIO;
-  }
-  const err = e instanceof Error ? e : new Error(String(e));
-  log(`fuse: ${op}: unexpected ${err.name}: ${err.message} (EIO)`);
-  return -ERRNO.EIO;
-}
+export { errnoOf };
 
 /* ---- conversions ----------------------------------------------------------- */
 

@@ -38,9 +38,10 @@
  * one host only; nothing fences across hosts.
  */
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import type { Fs } from '../fs/api.js';
 import type { BlockDevice } from '../runtime/device.js';
 import { FileBlockDevice } from '../runtime/device.js';
@@ -49,12 +50,19 @@ import { RealClock, type Clock } from '../runtime/clock.js';
 import { presentSlots } from '../format/super.js';
 import { readMetaSuper } from '../server/volume.js';
 import { FsError } from '../format/errors.js';
-import { mountFuse, type FuseMount } from '../fuse/adapter.js';
+import { mountFuse } from '../fuse/adapter.js';
+import { mountKernel } from '../fuse/kernel.js';
+import { mountDevId } from '../fuse/dev.js';
 import { DEFAULT_RUN_DIR, startControlServer, type ControlServer, type ControlRequest } from './control.js';
+
+/** How the mount talks to the kernel (see src/fuse/kernel.ts and adapter.ts). */
+export type Transport = 'kernel' | 'fuse-native';
+export const TRANSPORTS: readonly Transport[] = ['kernel', 'fuse-native'];
 
 export interface MountOpts {
   metadevPath: string;
   quorumSlotNr: number | null;
+  transport: Transport;
 }
 
 export class MountOptionError extends Error {
@@ -68,6 +76,7 @@ export class MountOptionError extends Error {
 export function parseMountOptions(s: string): MountOpts {
   let metadevPath: string | null = null;
   let quorumSlotNr: number | null = null;
+  let transport: Transport | null = null;
   for (const part of s.split(',')) {
     if (part === '') throw new MountOptionError(`empty option in '${s}'`);
     const eq = part.indexOf('=');
@@ -83,12 +92,16 @@ export function parseMountOptions(s: string): MountOpts {
         throw new MountOptionError(`quorum_slot_nr must be a number from 0 to 14, not '${val ?? ''}'`);
       }
       quorumSlotNr = Number(val);
+    } else if (key === 'transport') {
+      if (transport !== null) throw new MountOptionError('transport given twice');
+      if (!TRANSPORTS.includes(val as Transport)) throw new MountOptionError(`transport must be ${TRANSPORTS.join(' or ')}, not '${val ?? ''}'`);
+      transport = val as Transport;
     } else {
-      throw new MountOptionError(`unknown mount option '${key}' (known: metadev_path, quorum_slot_nr)`);
+      throw new MountOptionError(`unknown mount option '${key}' (known: metadev_path, quorum_slot_nr, transport)`);
     }
   }
   if (metadevPath === null) throw new MountOptionError('the metadev_path=PATH option is required');
-  return { metadevPath, quorumSlotNr };
+  return { metadevPath, quorumSlotNr, transport: transport ?? 'kernel' };
 }
 
 /** The mount the daemon runs: openMount's result (src/mount/mount.ts). */
@@ -135,24 +148,118 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Claim a device for this process; throws EBUSY if a live daemon holds it. */
-function claimDevice(runDir: string, devPath: string): string {
+function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '?';
+  }
+}
+
+/** How long a new mount waits for the previous daemon of its devices to exit. */
+export const CLAIM_WAIT_MS = 30_000;
+
+/**
+ * Claim a device for this process.  A claim held by a live daemon is waited
+ * for (it may be committing and exiting after an unmount) for up to
+ * `waitMs`; then EBUSY names the pid and its command line.
+ */
+async function claimDevice(runDir: string, devPath: string, log: (l: string) => void, waitMs = CLAIM_WAIT_MS): Promise<string> {
   const real = realpathSync(devPath);
   const file = join(runDir, `dev-${createHash('sha1').update(real).digest('hex')}.pid`);
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const deadline = Date.now() + waitMs;
+  let said = false;
+  for (;;) {
     try {
       writeFileSync(file, `${process.pid}\n${real}\n`, { flag: 'wx', mode: 0o600 });
       return file;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-        throw new FsError('EBUSY', `${real} is already mounted by scoutfs daemon pid ${pid}`);
-      }
-      rmSync(file, { force: true });
     }
+    let pid = NaN;
+    try {
+      pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
+    } catch {
+      continue; // removed meanwhile: try again
+    }
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+      if (Date.now() >= deadline) {
+        throw new FsError('EBUSY', `${real} is already mounted by scoutfs daemon pid ${pid} (${cmdlineOf(pid)}); it did not exit within ${waitMs / 1000} s`);
+      }
+      if (!said) {
+        log(`scoutfs mount: ${real} is held by scoutfs daemon pid ${pid}; waiting up to ${waitMs / 1000} s for it to exit`);
+        said = true;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    rmSync(file, { force: true });
   }
-  throw new FsError('EBUSY', `cannot claim ${real}`);
+}
+
+/** The /proc/self/mountinfo line of the mount at `mnt`, split, or null. */
+function mountInfo(mnt: string): { devId: string; fstype: string } | null {
+  let found: { devId: string; fstype: string } | null = null;
+  for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = l.split(' ');
+    if (f.length < 10) continue;
+    const target = f[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (target !== mnt) continue;
+    const dash = f.indexOf('-');
+    found = { devId: f[2]!, fstype: dash > 0 ? f[dash + 1]! : '?' };
+  }
+  return found;
+}
+
+/**
+ * A mount point still holding the FUSE mount of a daemon that died
+ * (every syscall there answers ENOTCONN) is cleared with `umount -l`;
+ * a live mount there is EBUSY.  Only scoutfs mounts are touched.
+ */
+function clearDeadMount(mnt: string, log: (l: string) => void): void {
+  const m = mountInfo(mnt);
+  if (m === null) return;
+  let dead = false;
+  try {
+    statSync(mnt);
+  } catch (e) {
+    dead = (e as NodeJS.ErrnoException).code === 'ENOTCONN';
+  }
+  if (!dead || m.fstype !== 'fuse.scoutfs') throw new FsError('EBUSY', `${mnt} is already a mount point (${m.fstype})`);
+  try {
+    execFileSync('umount', ['-l', mnt], { stdio: 'pipe', timeout: 10_000 });
+  } catch (e) {
+    throw new FsError('EBUSY', `${mnt} holds the dead mount of a scoutfs daemon that exited and cannot be removed (${(e as Error).message.trim()}); run: umount -l ${mnt}`);
+  }
+  log(`scoutfs mount: removed the dead mount a previous daemon left at ${mnt} (umount -l ${mnt})`);
+}
+
+/**
+ * A watcher process that outlives a daemon killed with SIGKILL: it waits
+ * for the end of a pipe only the daemon holds, then, if the mount at MNT
+ * is still the one this daemon made (same device id in mountinfo) and is
+ * dead, removes it with `umount -l` and says so in the daemon's log; if it
+ * cannot, it names the command that clears it.  A daemon that exits
+ * normally has unmounted first, so the watcher finds nothing to do.
+ */
+function startWatcher(mnt: string, devId: string): void {
+  // mountinfo's octal escapes, with backslashes doubled for awk -v.
+  const esc = mnt.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`).replace(/\\/g, '\\\\');
+  const script = [
+    'cat >/dev/null',
+    'awk -v d="$2" -v m="$3" \'$3==d && $5==m {f=1} END {exit !f}\' /proc/self/mountinfo || exit 0',
+    'stat "$1" >/dev/null 2>&1 && exit 0',
+    'if umount -l "$1" 2>/dev/null; then echo "scoutfs mount watcher: daemon pid $4 died; removed its dead mount $1 (umount -l $1)" >&2;',
+    'else echo "scoutfs mount watcher: daemon pid $4 died and its mount $1 is dead; run: umount -l $1" >&2; fi',
+  ].join('\n');
+  const w = spawn('sh', ['-c', script, 'scoutfs-watch', mnt, devId, esc, String(process.pid)], {
+    stdio: ['pipe', 'ignore', 'inherit'], detached: true, cwd: '/',
+  });
+  w.on('error', () => {});
+  w.unref();
+  // The write end stays open in this process until it dies, without
+  // keeping the event loop alive.
+  (w.stdin as unknown as Socket).unref();
 }
 
 function hex16(n: bigint): string {
@@ -166,19 +273,56 @@ function u64(v: string | undefined, what: string): bigint {
   return n;
 }
 
+/** The FUSE side of a mount, whichever transport serves it. */
+interface Served {
+  optionString: string;
+  /** Resolves when the kernel connection ended (kernel transport only). */
+  ended: Promise<string> | null;
+  unmount(): Promise<void>;
+  /** A path relative to the mount (the control channel's `stat`) to its ino. */
+  resolve(rel: string): Promise<bigint>;
+  status(): object;
+}
+
+async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: string) => void; source: string; clock: Clock }): Promise<Served> {
+  if (transport === 'fuse-native') {
+    const fm = await mountFuse(mnt, fs, { log: o.log, fsname: o.source });
+    return {
+      optionString: `fuse options ${fm.optionString}`,
+      ended: null,
+      unmount: () => fm.unmount(),
+      resolve: (rel) => fm.adapter.paths.resolve('/' + rel),
+      status: () => ({ transport, pathCache: fm.adapter.paths.size, errors: Object.fromEntries(fm.adapter.errors) }),
+    };
+  }
+  const km = await mountKernel(mnt, fs, { log: o.log, source: o.source, now: () => o.clock.wallTime() });
+  return {
+    optionString: km.optionString,
+    ended: km.ended,
+    unmount: () => km.unmount(),
+    // Names are bytes: the CLI's path is UTF-8, as the kernel gave it to it.
+    async resolve(rel) {
+      let ino = fs.rootIno;
+      for (const c of rel.split('/').filter((x) => x.length > 0)) ino = (await fs.lookup(ino, Buffer.from(c))).ino;
+      return ino;
+    },
+    status: () => km.status(),
+  };
+}
+
 /** Run a mount until it is stopped; resolves with the exit status. */
 export async function runDaemon(a: DaemonArgs): Promise<number> {
   const log = a.log;
   const runDir = a.runDir ?? DEFAULT_RUN_DIR;
   const undo: { name: string; fn: () => Promise<void> | void }[] = [];
-  let fm: FuseMount | null = null;
   let mnt = '';
+  let kernelEnded: Promise<string> | null = null;
   let exitCode = 0;
 
   const emergencyUnmount = (): void => {
     if (!mnt) return;
     try {
-      if (isMountPoint(mnt)) execFileSync('fusermount', ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
+      if (isMountPoint(mnt)) execFileSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
     } catch {
       // Nothing more we can do from a dying process.
     }
@@ -206,15 +350,17 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
   try {
     mnt = realpathSync(a.mnt);
     if (!statSync(mnt).isDirectory()) throw new FsError('ENOTDIR', `${a.mnt} is not a directory`);
-    if (isMountPoint(mnt)) throw new FsError('EBUSY', `${mnt} is already a mount point`);
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     for (const dev of [a.opts.metadevPath, a.dataPath]) {
-      const claim = claimDevice(runDir, dev);
+      const claim = await claimDevice(runDir, dev, log);
       undo.push({ name: `release claim ${claim}`, fn: () => rmSync(claim, { force: true }) });
     }
     if (realpathSync(a.opts.metadevPath) === realpathSync(a.dataPath)) {
       throw new FsError('EINVAL', 'the meta and data devices are the same');
     }
+    // After the claims: a dead mount of the previous daemon of these
+    // devices can only be cleared once that daemon is gone.
+    clearDeadMount(mnt, log);
 
     const metaDev = await FileBlockDevice.open(a.opts.metadevPath);
     undo.push({ name: 'close meta device', fn: () => metaDev.close() });
@@ -236,14 +382,15 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     undo.push({ name: 'close mount', fn: () => m.close() });
     const fs = m.fs;
 
-    fm = await mountFuse(mnt, fs, { log, fsname: realpathSync(a.dataPath) });
-    const fuse = fm;
+    const served = await serve(a.opts.transport, mnt, fs, { log, source: realpathSync(a.dataPath), clock: new RealClock() });
+    if (served.ended) kernelEnded = served.ended;
     undo.push({
       name: 'remove FUSE mount',
       fn: async () => {
-        if (isMountPoint(mnt)) await fuse.unmount();
+        if (isMountPoint(mnt)) await served.unmount();
       },
     });
+    if (a.opts.transport === 'kernel') startWatcher(mnt, mountDevId(mnt));
     undo.push({ name: 'commit', fn: () => fs.sync() });
 
     const status = (): Record<string, unknown> => (m.status() ?? {}) as Record<string, unknown>;
@@ -272,7 +419,7 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
           return { totals: await m.readXattrTotals() };
         case 'stat': {
           if (typeof req.path !== 'string') throw new FsError('EINVAL', 'stat needs a path');
-          const at = await fuse.adapter.paths.resolve('/' + req.path);
+          const at = await served.resolve(req.path);
           const x = await fs.getattr(at);
           return {
             ino: x.ino, meta_seq: x.meta_seq, data_seq: x.data_seq, data_version: x.data_version,
@@ -298,14 +445,14 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
           };
         }
         case 'status':
-          return { ...status(), fuse: { options: fuse.optionString, pathCache: fuse.adapter.paths.size, errors: Object.fromEntries(fuse.adapter.errors) } };
+          return { ...status(), fuse: { options: served.optionString, ...served.status() } };
         default:
           throw new FsError('EINVAL', `unknown control op '${req.op}'`);
       }
     };
     const ctl: ControlServer = await startControlServer(mnt, handler, log, runDir);
     undo.push({ name: 'close control socket', fn: () => ctl.close() });
-    log(`mounted ${a.dataPath} at ${mnt} (metadev_path=${a.opts.metadevPath}${a.opts.quorumSlotNr === null ? '' : `, quorum_slot_nr=${a.opts.quorumSlotNr}`}, fuse options ${fuse.optionString}, control ${ctl.path})`);
+    log(`mounted ${a.dataPath} at ${mnt} (metadev_path=${a.opts.metadevPath}${a.opts.quorumSlotNr === null ? '' : `, quorum_slot_nr=${a.opts.quorumSlotNr}`}, transport ${a.opts.transport}, ${served.optionString}, control ${ctl.path})`);
   } catch (e) {
     log(`scoutfs mount: ${e instanceof Error ? e.message : String(e)}`);
     await teardown();
@@ -322,6 +469,11 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
         resolve('unmounted');
       }
     }, 500);
+    // The kernel transport learns of `umount MNT` at once: the device ends.
+    void kernelEnded?.then((why) => {
+      clearInterval(poll);
+      resolve(why);
+    });
   });
   log(`scoutfs mount: ${why}: committing and closing ${mnt}`);
   await teardown();
