@@ -121,6 +121,18 @@ export class ScoutFs implements Fs {
     return this.c.modify((h) => dir.rename(this.c, h, fromDir, fromName, toDir, toName));
   }
 
+  renameNoreplace(fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void> {
+    return this.c.modify((h) => dir.rename(this.c, h, fromDir, fromName, toDir, toName, true));
+  }
+
+  tmpfile(d: bigint, mode: number, ctx: Ctx): Promise<Attr> {
+    return this.c.modify((h) => dir.tmpfile(this.c, h, d, mode, ctx));
+  }
+
+  parentOf(d: bigint): Promise<bigint | null> {
+    return this.c.reading(() => dir.parentOf(this.c, d));
+  }
+
   readdir(d: bigint, pos: bigint, max: number): Promise<DirEntry[]> {
     return this.c.reading(() => dir.readdir(this.c, d, pos, max));
   }
@@ -153,6 +165,14 @@ export class ScoutFs implements Fs {
 
   write(ino: bigint, off: bigint, buf: Uint8Array): Promise<number> {
     return this.c.modify((h) => data.write(this.c, h, ino, off, buf));
+  }
+
+  fallocate(ino: bigint, off: bigint, len: bigint, mode: number): Promise<void> {
+    return this.c.modify((h) => data.fallocate(this.c, h, ino, off, len, mode));
+  }
+
+  seek(ino: bigint, off: bigint, whence: number): Promise<bigint> {
+    return this.c.reading(() => data.seek(this.c, ino, off, whence));
   }
 
   /* ---- xattrs ------------------------------------------------------------------------------- */

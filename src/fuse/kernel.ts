@@ -22,7 +22,7 @@ import type { Timespec } from '../format/common.js';
 import { FsError } from '../format/errors.js';
 import { FuseDevice, kernelMount, kernelMountOptions, kernelUnmount, mountDevId, raiseReadahead, type ReaderKind } from './dev.js';
 import { Notifier } from './notify.js';
-import { Ops, type KernelFs } from './ops.js';
+import { Ops } from './ops.js';
 import { MAX_PAGES, Session, type InitInfo } from './session.js';
 
 export const KERNEL_TIMEOUT_S = 3600;
@@ -57,7 +57,7 @@ export interface KernelMount {
 
 export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): Promise<KernelMount> {
   const log = o.log;
-  const ops = new Ops(fs as KernelFs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now });
+  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now });
   const dev = FuseDevice.open(KERNEL_MAX_WRITE + 4096);
   let initDone: (i: InitInfo) => void = () => {};
   const inited = new Promise<InitInfo>((r) => (initDone = r));

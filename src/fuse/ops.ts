@@ -113,19 +113,6 @@ export interface Answer {
 
 const EMPTY: Answer = { parts: [] };
 
-/**
- * The Fs as the kernel transport uses it: the optional methods are the
- * ones only this transport can reach (fallocate, SEEK_DATA/SEEK_HOLE,
- * O_TMPFILE, RENAME_NOREPLACE, the parent for "..").
- */
-export interface KernelFs extends Fs {
-  tmpfile?(dir: bigint, mode: number, ctx: Ctx): Promise<Attr>;
-  fallocate?(ino: bigint, off: bigint, len: bigint, mode: number): Promise<void>;
-  seek?(ino: bigint, off: bigint, whence: number): Promise<bigint>;
-  renameNoreplace?(fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void>;
-  parentOf?(dir: bigint): Promise<bigint | null>;
-}
-
 export interface OpsOptions {
   log: (line: string) => void;
   /** Entry, negative entry and attribute cache lifetime given to the kernel. */
@@ -150,7 +137,7 @@ export class Ops {
   /** Inodes known to have no security.capability xattr (see the header). */
   private readonly noCaps = new Set<bigint>();
 
-  constructor(private readonly fs: KernelFs, private readonly o: OpsOptions) {
+  constructor(private readonly fs: Fs, private readonly o: OpsOptions) {
     this.log = o.log;
     this.t = o.timeoutS;
   }
@@ -274,19 +261,8 @@ export class Ops {
         const newdir = args.readBigUInt64LE(RENAME2_IN.o('newdir'));
         // scoutfs knows RENAME_NOREPLACE only.
         if ((flags & ~RENAME.NOREPLACE) !== 0) throw new FsError('EINVAL', `rename flags ${flags}`);
-        if (flags === RENAME.NOREPLACE) {
-          if (fs.renameNoreplace !== undefined) {
-            await fs.renameNoreplace(ino, from.name, newdir, to.name);
-            return EMPTY;
-          }
-          // The kernel holds both directories' locks across this request.
-          const there = await fs.lookup(newdir, to.name).then(() => true, (e: unknown) => {
-            if (e instanceof FsError && e.code === 'ENOENT') return false;
-            throw e;
-          });
-          if (there) throw new FsError('EEXIST');
-        }
-        await fs.rename(ino, from.name, newdir, to.name);
+        if (flags === RENAME.NOREPLACE) await fs.renameNoreplace(ino, from.name, newdir, to.name);
+        else await fs.rename(ino, from.name, newdir, to.name);
         return EMPTY;
       }
       case OP.LINK: {
@@ -309,7 +285,6 @@ export class Ops {
       case OP.TMPFILE: {
         need(args, CREATE_IN);
         // The name the kernel sends ("/") means nothing: the inode has none.
-        if (fs.tmpfile === undefined) throw new FsError('EOPNOTSUPP');
         const a = await fs.tmpfile(ino, args.readUInt32LE(CREATE_IN.o('mode')), this.ctx(h));
         const e = this.entry(a);
         return { parts: [...e.parts, this.openOut(this.newFh(a.ino), FOPEN.KEEP_CACHE)], lookups: e.lookups };
@@ -406,14 +381,12 @@ export class Ops {
         return this.readdir(ino, need(args, READ_IN), h.opcode === OP.READDIRPLUS);
       case OP.FALLOCATE: {
         need(args, FALLOCATE_IN);
-        if (fs.fallocate === undefined) throw new FsError('EOPNOTSUPP');
         await fs.fallocate(ino, args.readBigUInt64LE(FALLOCATE_IN.o('offset')), args.readBigUInt64LE(FALLOCATE_IN.o('length')),
           args.readUInt32LE(FALLOCATE_IN.o('mode')));
         return EMPTY;
       }
       case OP.LSEEK: {
         need(args, LSEEK_IN);
-        if (fs.seek === undefined) throw ENOSYS();
         const off = await fs.seek(ino, args.readBigUInt64LE(LSEEK_IN.o('offset')), args.readUInt32LE(LSEEK_IN.o('whence')));
         const b = Buffer.allocUnsafe(LSEEK_OUT.size);
         b.writeBigUInt64LE(off, 0);
@@ -478,7 +451,7 @@ export class Ops {
     };
     if (off === 0n && !put(dir, 1n, LINUX_DT.DIR, DOT, null)) return { parts: [] };
     if (off <= 1n) {
-      const parent = this.fs.parentOf === undefined ? null : await this.fs.parentOf(dir);
+      const parent = await this.fs.parentOf(dir);
       if (!put(parent ?? dir, 2n, LINUX_DT.DIR, DOTDOT, null)) return { parts: [out.subarray(0, used)] };
     }
     let pos = off < 2n ? 2n : off;
