@@ -86,8 +86,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
 import type { Timespec } from '../format/common.js';
-import { CorruptionError, ERRNO, FsError } from '../format/errors.js';
-import { PathCache, nameBytes, splitParent } from './paths.js';
+import { CorruptionError, FsError } from '../format/errors.js';
+import { DT } from '../format/items.js';
+import { PathCache, nameBytes, nameString, splitParent } from './paths.js';
 import { errnoOf } from './ops.js';
 
 const require = createRequire(import.meta.url);
@@ -153,6 +154,17 @@ export function statOf(a: Attr, ino64 = false): Record<string, number> {
   };
 }
 
+/** S_IF* type bits of a scoutfs dirent type. */
+const DT_MODE: Record<number, number> = {
+  [DT.FIFO]: 0o010000, [DT.CHR]: 0o020000, [DT.DIR]: 0o040000, [DT.BLK]: 0o060000,
+  [DT.REG]: 0o100000, [DT.LNK]: 0o120000, [DT.SOCK]: 0o140000,
+};
+
+/** The stat libfuse2's readdir filler reads: st_ino and the type bits of st_mode. */
+function entryStat(e: DirEntry, ino64: boolean): Record<string, number> {
+  return { mode: DT_MODE[e.type] ?? 0, ino: ino64 ? Number(e.ino) : Number(e.ino & 0xffffffffn), uid: 0, gid: 0, size: 0, dev: 0, nlink: 1, rdev: 0, blksize: 4096, blocks: 0, atime: 0, mtime: 0, ctime: 0 };
+}
+
 const CLAMP32 = 0xffffffffn;
 function u32(n: bigint): number {
   return Number(n > CLAMP32 ? CLAMP32 : n < 0n ? 0n : n);
@@ -196,6 +208,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
   const errors = new Map<string, number>();
   // libfuse's hidden names of unlinked open files -> ino (see the header).
   const hidden = new Map<string, bigint>();
+  const dirStat = (ino: bigint): Record<string, number> => entryStat({ name: new Uint8Array(0), ino, type: DT.DIR, pos: 0n }, ino64);
   const isOpenHere = (ino: bigint): boolean => {
     for (const v of handles.values()) if (v === ino) return true;
     return false;
@@ -296,20 +309,32 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         bavail: u32(s.freeBlocks), files: u32(s.totalInodes), ffree: u32(s.freeInodes), favail: u32(s.freeInodes),
         fsid: 0, flag: 0, namemax: s.nameMax,
       }]),
+    // With stats (inode number and type), so getdents shows d_ino and
+    // d_type.  Names that are not UTF-8 cannot cross the binding: they are
+    // left out of the listing (counted in errors as 'EINVAL(unlisted name)').
     readdir: (path: string, cb: FuseCb) =>
       answer('readdir', cb, async () => {
         const dir = await resolveFresh(path);
+        const parent = (await fs.parentOf(dir)) ?? dir;
         const names = ['.', '..'];
-        const dec = new TextDecoder();
+        const stats = [dirStat(dir), dirStat(parent)];
         let pos = 0n;
         for (;;) {
           const ents: DirEntry[] = await fs.readdir(dir, pos, 256);
           if (ents.length === 0) break;
-          for (const e of ents) names.push(dec.decode(e.name));
+          for (const e of ents) {
+            const n = nameString(e.name);
+            if (n === null) {
+              errors.set('EINVAL(unlisted name)', (errors.get('EINVAL(unlisted name)') ?? 0) + 1);
+              continue;
+            }
+            names.push(n);
+            stats.push(entryStat(e, ino64));
+          }
           pos = ents[ents.length - 1]!.pos + 1n;
         }
-        return names;
-      }, (names) => [names]),
+        return { names, stats };
+      }, (r) => [r.names, r.stats]),
     open: (path: string, _flags: number, cb: FuseCb) =>
       answer('open', cb, async () => openIno(await resolveFresh(path)), (fd) => [fd]),
     opendir: (_path: string, _flags: number, cb: FuseCb) => cb(0, 0),
@@ -356,8 +381,11 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     ftruncate: (path: string, fd: number, size: number, cb: FuseCb) =>
       answer('ftruncate', cb, async () => fs.setattr(await handleIno(fd, path), { size: BigInt(size) }), none),
     readlink: (path: string, cb: FuseCb) =>
-      answer('readlink', cb, async () => fs.readlink(await resolveFresh(path)),
-        (t) => [new TextDecoder().decode(t)]),
+      answer('readlink', cb, async () => {
+        const t = nameString(await fs.readlink(await resolveFresh(path)));
+        if (t === null) throw new FsError('EINVAL', 'a symlink target that is not UTF-8 cannot cross fuse-native');
+        return t;
+      }, (t) => [t]),
     chown: (path: string, uid: number, gid: number, cb: FuseCb) =>
       answer('chown', cb, async () => {
         // (uid_t)-1 / (gid_t)-1 mean "leave unchanged".
@@ -475,7 +503,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         (v) => [Buffer.from(v.buffer, v.byteOffset, v.byteLength)]),
     listxattr: (path: string, cb: FuseCb) =>
       answer('listxattr', cb, async () => fs.listxattr(await resolveFresh(path)),
-        (names) => [names.map((n) => new TextDecoder().decode(n))]),
+        (names) => [names.map(nameString).filter((n): n is string => n !== null)]),
     removexattr: (path: string, name: string, cb: FuseCb) => {
       const who = callerCtx(); // before the first await
       answer('removexattr', cb, async () => {

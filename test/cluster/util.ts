@@ -88,8 +88,12 @@ export interface VolumeOptions {
 }
 
 /** Two loop devices with scoutfs on them, a mount point and a log dir. */
+export type Transport = 'kernel' | 'fuse-native';
+
 export class Volume {
   private nth = 0;
+  /** The transport= option mounts use (null: the default, kernel). */
+  transport: Transport | null = null;
 
   private constructor(
     readonly reg: CleanupRegistry,
@@ -140,7 +144,8 @@ export class Volume {
     const name = `${this.name}-mount${this.nth++}`;
     const proc = await startProc(this.reg, {
       name, command: process.execPath,
-      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0`, o.data ?? this.data, this.mnt],
+      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0${this.transport === null ? '' : `,transport=${this.transport}`}`,
+        o.data ?? this.data, this.mnt],
       logPath: join(this.base, `${name}.log`),
       stopTimeoutMs: 30_000,
     });
