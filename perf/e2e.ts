@@ -229,7 +229,7 @@ function scoutfsTarget(o: E2EOptions, out: E2EOutcome): Scenario {
         // Registered after the daemon: unmounted while it still runs.
         await ctx.registry.add(`unmount ${mnt} (${name})`, () => unmount(mnt));
         const mounted = mountAppears(mnt);
-        const logged = logMatches(proc.logPath, /^mounted /m);
+        const logged = logMatches(proc.logPath, /^mounted \S+ at /m);
         await proc.waitReady(async () => (await mounted()) && (await logged()), { timeoutMs: 120_000, what: 'scoutfs mount' });
       };
       const stop = async (): Promise<void> => {

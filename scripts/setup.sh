@@ -61,6 +61,15 @@ build_addon native/crc32c 'block checksums use a slower fallback'
 build_addon native/fuse 'mounts use the fuse-native package (new files are owned by the daemon)'
 build_addon native/fusedev 'the kernel transport reads /dev/fuse from a worker thread'
 
+# The mount(8) helper, so `mount -t scoutfs -o metadev_path=META DATA MNT`
+# works as with the kernel module (root only: it goes in /usr/sbin).
+if [ "$(id -u)" = 0 ]; then
+  sed "s|@REPO@|$(pwd)|" scripts/mount.scoutfs > /usr/sbin/mount.scoutfs.tmp
+  chmod 755 /usr/sbin/mount.scoutfs.tmp
+  mv /usr/sbin/mount.scoutfs.tmp /usr/sbin/mount.scoutfs
+  echo "setup: installed /usr/sbin/mount.scoutfs (mount -t scoutfs)"
+fi
+
 # Build: a clean dist/ so removed sources leave no stale tests behind.
 rm -rf dist
 npx tsc -p tsconfig.json

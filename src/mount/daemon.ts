@@ -53,6 +53,7 @@ import { FsError } from '../format/errors.js';
 import { mountFuse } from '../fuse/adapter.js';
 import { mountKernel } from '../fuse/kernel.js';
 import { mountDevId } from '../fuse/dev.js';
+import type { Invalidator } from '../fuse/notify.js';
 import { DEFAULT_RUN_DIR, startControlServer, type ControlServer, type ControlRequest } from './control.js';
 
 /** How the mount talks to the kernel (see src/fuse/kernel.ts and adapter.ts). */
@@ -282,6 +283,8 @@ interface Served {
   /** A path relative to the mount (the control channel's `stat`) to its ino. */
   resolve(rel: string): Promise<bigint>;
   status(): object;
+  /** The kernel's cache invalidation (kernel transport only). */
+  invalidator: Invalidator | null;
 }
 
 async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: string) => void; source: string; clock: Clock }): Promise<Served> {
@@ -293,6 +296,7 @@ async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: st
       unmount: () => fm.unmount(),
       resolve: (rel) => fm.adapter.paths.resolve('/' + rel),
       status: () => ({ transport, pathCache: fm.adapter.paths.size, errors: Object.fromEntries(fm.adapter.errors) }),
+      invalidator: null,
     };
   }
   const km = await mountKernel(mnt, fs, { log: o.log, source: o.source, now: () => o.clock.wallTime() });
@@ -307,7 +311,56 @@ async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: st
       return ino;
     },
     status: () => km.status(),
+    invalidator: km.notifier,
   };
+}
+
+/**
+ * The test hook (SCOUTFS_TEST_HOOKS=1 in the daemon's environment only):
+ * change the filesystem behind the kernel's back, through the Fs, and
+ * invalidate the kernel's caches or not.  Tests use it to show that the
+ * kernel's caches hold (no invalidation: the old state stays visible with
+ * hour-long timeouts) and that an invalidation makes the change visible
+ * at once.  Never reachable without the variable.
+ */
+async function testHook(fs: Fs, served: Served, req: ControlRequest): Promise<unknown> {
+  const rel = typeof req.path === 'string' ? req.path : '';
+  const inval = req.invalidate === true ? served.invalidator : null;
+  if (req.invalidate === true && inval === null) throw new FsError('EOPNOTSUPP', 'this transport cannot invalidate');
+  const name = typeof req.name === 'string' ? Buffer.from(req.name, 'hex') : null;
+  switch (req.action) {
+    case 'chmod': {
+      const ino = await served.resolve(rel);
+      await fs.setattr(ino, { mode: Number(req.mode) & 0o7777 });
+      await inval?.inode(ino);
+      return { ino: String(ino) };
+    }
+    case 'write': {
+      const ino = await served.resolve(rel);
+      await fs.write(ino, BigInt(Number(req.off ?? 0)), Buffer.from(String(req.data), 'hex'));
+      await inval?.inode(ino);
+      return { ino: String(ino) };
+    }
+    case 'create': {
+      if (name === null) throw new FsError('EINVAL', 'create needs a name');
+      const dir = await served.resolve(rel);
+      const a = await fs.create(dir, name, 0o644, { uid: 0, gid: 0 });
+      await inval?.entry(dir, name);
+      await inval?.inode(dir);
+      return { ino: String(a.ino) };
+    }
+    case 'unlink': {
+      if (name === null) throw new FsError('EINVAL', 'unlink needs a name');
+      const dir = await served.resolve(rel);
+      const ino = (await fs.lookup(dir, name)).ino;
+      await fs.unlink(dir, name);
+      await inval?.deleted(dir, ino, name);
+      await inval?.inode(dir);
+      return { ino: String(ino) };
+    }
+    default:
+      throw new FsError('EINVAL', `unknown test hook action '${String(req.action)}'`);
+  }
 }
 
 /** Run a mount until it is stopped; resolves with the exit status. */
@@ -444,6 +497,9 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
             total_data_blocks: s.totalDataBlocks, free_data_blocks: s.freeDataBlocks,
           };
         }
+        case 'test-hook':
+          if (process.env.SCOUTFS_TEST_HOOKS !== '1') throw new FsError('EPERM', 'test hooks are off (SCOUTFS_TEST_HOOKS=1)');
+          return testHook(fs, served, req);
         case 'status':
           return { ...status(), fuse: { options: served.optionString, ...served.status() } };
         default:

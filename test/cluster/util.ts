@@ -9,7 +9,7 @@
  * failing or timed-out test leaves nothing mounted or attached.  The CLI
  * always runs as a child process (`bin/scoutfs`), exactly as a user runs
  * it; mounts run it in the foreground under harness/proc.ts, and a mount is
- * ready when it is in /proc/mounts and its log says "mounted ".
+ * ready when it is in /proc/mounts and its log says "mounted DATA at MNT".
  *
  * A daemon killed with SIGKILL leaves a dead FUSE mount behind (every
  * syscall answers ENOTCONN): `forceUnmount` removes it lazily with
@@ -94,6 +94,8 @@ export class Volume {
   private nth = 0;
   /** The transport= option mounts use (null: the default, kernel). */
   transport: Transport | null = null;
+  /** Extra environment of the mount daemons (e.g. SCOUTFS_TEST_HOOKS). */
+  env: Record<string, string> = {};
 
   private constructor(
     readonly reg: CleanupRegistry,
@@ -134,7 +136,7 @@ export class Volume {
   async mount(o: { meta?: string; data?: string; timeoutMs?: number } = {}): Promise<NodeProc> {
     const proc = await this.startMount(o);
     const up = mountAppears(this.mnt);
-    const said = logMatches(proc.logPath, /^mounted /m);
+    const said = logMatches(proc.logPath, /^mounted \S+ at /m);
     await proc.waitReady(async () => (await up()) && (await said()), { timeoutMs: o.timeoutMs ?? 60_000, what: 'scoutfs mount' });
     return proc;
   }
@@ -148,6 +150,7 @@ export class Volume {
         o.data ?? this.data, this.mnt],
       logPath: join(this.base, `${name}.log`),
       stopTimeoutMs: 30_000,
+      env: this.env,
     });
     await this.reg.add(`unmount ${this.mnt} (${name})`, () => forceUnmountQuiet(this.mnt));
     return proc;
