@@ -76,7 +76,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   child.on('exit', (c) => { exited = c ?? 1; });
   for (;;) {
     const text = readFileSync(logFile, 'utf8').slice(startAt);
-    if (/^mounted /m.test(text)) {
+    if (/^mounted \S+ at /m.test(text)) {
       child.unref();
       io.out(`scoutfs mount: daemon pid ${child.pid} mounted ${mnt} (log ${logFile}, pid file ${pidFile})\n`);
       return 0;

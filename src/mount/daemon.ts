@@ -161,29 +161,35 @@ function cmdlineOf(pid: number): string {
 export const CLAIM_WAIT_MS = 30_000;
 
 /**
- * Claim a device for this process.  A claim held by a live daemon is waited
- * for (it may be committing and exiting after an unmount) for up to
- * `waitMs`; then EBUSY names the pid and its command line.
+ * Claim a device for this process: <runDir>/dev-<sha1>.pid holds
+ * "pid\ndevice\nmount point\n[exiting]".  A claim of a dead pid is taken
+ * over.  A live daemon that is leaving (it marked its claim exiting, or its
+ * mount point is no longer mounted: it is committing after an unmount) is
+ * waited for, up to `waitMs`; a live daemon still serving its mount is
+ * EBUSY at once.  The error names the pid and its command line.
  */
-async function claimDevice(runDir: string, devPath: string, log: (l: string) => void, waitMs = CLAIM_WAIT_MS): Promise<string> {
+async function claimDevice(runDir: string, devPath: string, mnt: string, log: (l: string) => void, waitMs = CLAIM_WAIT_MS): Promise<string> {
   const real = realpathSync(devPath);
   const file = join(runDir, `dev-${createHash('sha1').update(real).digest('hex')}.pid`);
   const deadline = Date.now() + waitMs;
   let said = false;
   for (;;) {
     try {
-      writeFileSync(file, `${process.pid}\n${real}\n`, { flag: 'wx', mode: 0o600 });
+      writeFileSync(file, `${process.pid}\n${real}\n${mnt}\n`, { flag: 'wx', mode: 0o600 });
       return file;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    let pid = NaN;
+    let lines: string[];
     try {
-      pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
+      lines = readFileSync(file, 'utf8').split('\n');
     } catch {
       continue; // removed meanwhile: try again
     }
+    const pid = Number(lines[0]);
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+      const leaving = lines[3] === 'exiting' || (lines[2] !== undefined && lines[2] !== '' && !isMountPoint(lines[2]));
+      if (!leaving) throw new FsError('EBUSY', `${real} is already mounted by scoutfs daemon pid ${pid} (${cmdlineOf(pid)}) at ${lines[2] ?? '?'}`);
       if (Date.now() >= deadline) {
         throw new FsError('EBUSY', `${real} is already mounted by scoutfs daemon pid ${pid} (${cmdlineOf(pid)}); it did not exit within ${waitMs / 1000} s`);
       }
@@ -370,6 +376,18 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
   const undo: { name: string; fn: () => Promise<void> | void }[] = [];
   let mnt = '';
   let kernelEnded: Promise<string> | null = null;
+  const claims: string[] = [];
+  // A new mount of our devices waits for a claim marked exiting.
+  const markExiting = (): void => {
+    for (const c of claims) {
+      try {
+        const l = readFileSync(c, 'utf8').split('\n');
+        if (Number(l[0]) === process.pid) writeFileSync(c, `${l[0]}\n${l[1]}\n${l[2]}\nexiting\n`);
+      } catch {
+        // Gone already.
+      }
+    }
+  };
   let exitCode = 0;
 
   const emergencyUnmount = (): void => {
@@ -405,7 +423,8 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     if (!statSync(mnt).isDirectory()) throw new FsError('ENOTDIR', `${a.mnt} is not a directory`);
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
     for (const dev of [a.opts.metadevPath, a.dataPath]) {
-      const claim = await claimDevice(runDir, dev, log);
+      const claim = await claimDevice(runDir, dev, mnt, log, Number(process.env.SCOUTFS_CLAIM_WAIT_MS ?? CLAIM_WAIT_MS));
+      claims.push(claim);
       undo.push({ name: `release claim ${claim}`, fn: () => rmSync(claim, { force: true }) });
     }
     if (realpathSync(a.opts.metadevPath) === realpathSync(a.dataPath)) {
@@ -532,6 +551,7 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     });
   });
   log(`scoutfs mount: ${why}: committing and closing ${mnt}`);
+  markExiting();
   await teardown();
   log(`scoutfs mount: ${mnt} closed${exitCode === 0 ? '' : ' with errors'}`);
   return exitCode;

@@ -305,6 +305,27 @@ export function posixSuite(transport: Transport): void {
     assert.equal((await run('getfattr', ['--only-values', '-n', 'user.small', f])).stdout, 'v1');
   });
 
+  test('xattr sizes: Python reads a 300-byte value and lists 300 long names; getfattr -d dumps them', { skip: NO_ATTR }, async () => {
+    // Python's os.getxattr and os.listxattr try a short buffer first: the
+    // answer must be ERANGE and a retry, never EIO or a dead daemon.
+    const f = at('xattr-sizes');
+    await fsp.writeFile(f, '');
+    const code = `
+import os, sys, json
+p = sys.argv[1]
+v = bytes((i * 7) % 256 for i in range(300))
+os.setxattr(p, 'user.bin', v)
+names = ['user.' + ('%03d' % i) * 60 for i in range(300)]
+for n in names: os.setxattr(p, n, b'1')
+print(json.dumps([os.getxattr(p, 'user.bin') == v, sorted(os.listxattr(p)) == sorted(names + ['user.bin'])]))
+`;
+    const r = await run('python3', ['-c', code, f]);
+    assert.deepEqual(JSON.parse(r.stdout), [true, true]);
+    const dump = await run('getfattr', ['-d', f], { maxBuffer: 16 << 20 });
+    assert.equal(dump.stdout.split('\n').filter((l) => l.startsWith('user.')).length, 301);
+    assert.equal(proc!.exitInfo, null, 'the daemon is alive');
+  });
+
   test('.srch. xattrs: search-xattrs finds exactly the inodes that carry the name', { skip: NO_ATTR }, async () => {
     const d = at('srch');
     await fsp.mkdir(d);
