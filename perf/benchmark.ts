@@ -4,7 +4,7 @@
  *   node dist/perf/benchmark.js [--quick] [--micro-only | --e2e-only]
  *        [--json FILE] [--baseline FILE] [--rewrite-baseline] [--noise PCT]
  *        [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]
- *        [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio]
+ *        [--targets ext4,fuse-passthrough,scoutfs,scoutfs-native] [--workloads meta,meta2,stream,bytes,fio] [--rounds N]
  *        [--profile DIR]
  *        [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]
  *
@@ -68,6 +68,7 @@ interface Args {
   files: number | null;
   streamMiB: number | null;
   fioSeconds: number | null;
+  rounds: number | null;
 }
 
 function usage(msg?: string): never {
@@ -75,7 +76,7 @@ function usage(msg?: string): never {
   process.stderr.write(
     'usage: node dist/perf/benchmark.js [--quick] [--micro-only|--e2e-only] [--json FILE] [--baseline FILE]\n' +
       '       [--rewrite-baseline] [--noise PCT] [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]\n' +
-      '       [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio] [--profile DIR]\n' +
+      '       [--targets ext4,fuse-passthrough,scoutfs,scoutfs-native] [--workloads meta,meta2,stream,bytes,fio] [--rounds N] [--profile DIR]\n' +
       '       [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]\n',
   );
   process.exit(2);
@@ -87,7 +88,7 @@ function parse(argv: string[]): Args {
     json: join(REPO, 'perf', 'results', 'latest.json'),
     baseline: join(REPO, 'perf', 'baseline.json'),
     rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, noBtree: false, btreeItems: null, targets: null, workloads: null, profileDir: null,
-    base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null,
+    base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null, rounds: null,
   };
   const num = (flag: string, v: string | undefined): number => {
     if (v === undefined || !/^\d+(\.\d+)?$/.test(v)) usage(`${flag} needs a number`);
@@ -119,13 +120,14 @@ function parse(argv: string[]): Args {
       case '--files': a.files = num(f, argv[++i]); break;
       case '--stream-mib': a.streamMiB = num(f, argv[++i]); break;
       case '--fio-seconds': a.fioSeconds = num(f, argv[++i]); break;
+      case '--rounds': a.rounds = num(f, argv[++i]); break;
       case '-h': case '--help': usage();
       // falls through (usage exits)
       default: usage(`unknown flag ${f}`);
     }
   }
   if (a.microOnly && a.e2eOnly) usage('--micro-only and --e2e-only exclude each other');
-  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs'].includes(t)) usage(`unknown target ${t}`);
+  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native'].includes(t)) usage(`unknown target ${t}`);
   for (const w of a.workloads ?? []) if (!(WORKLOADS as readonly string[]).includes(w)) usage(`unknown workload ${w} (known: ${WORKLOADS.join(',')})`);
   return a;
 }
@@ -194,6 +196,7 @@ async function main(): Promise<number> {
       targets: args.targets,
       workloads: args.workloads,
       profileDir: args.profileDir,
+      rounds: args.rounds ?? (args.quick ? 1 : 3),
       progress,
       replayArgv: ['node', join(REPO, 'dist', 'perf', 'benchmark.js'), '--e2e-only', ...(args.quick ? ['--quick'] : []),
         ...(args.targets ? ['--targets', args.targets.join(',')] : []),

@@ -136,7 +136,13 @@ function main(): void {
   if (!fs.statSync(backing).isDirectory()) throw new Error(`${backing} is not a directory`);
   const opts = {
     // Appended verbatim to -o by the binding: the way to pass big writes.
-    fsname: 'perf-passthrough,big_writes,max_write=131072',
+    // The cache options a passthrough product would ship: libfuse2's
+    // largest requests (128 KiB), kernel_cache (its backing tmpfs is only
+    // written through this mount, so pages stay valid across opens) and
+    // libfuse's default 1 s entry and attribute timeouts (longer ones
+    // would hide changes made to the backing directory, which a
+    // passthrough cannot invalidate through libfuse2's path API).
+    fsname: 'perf-passthrough,big_writes,max_write=131072,kernel_cache,entry_timeout=1,attr_timeout=1',
     maxRead: 131072,
     timeout: 120_000,
     mkdir: true,

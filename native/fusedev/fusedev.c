@@ -14,6 +14,15 @@
  *       unmount included, stops the watch and calls cb(null, errno) once.
  *   stop(handle)
  *       Stops the watch (idempotent).  The caller closes fd after.
+ *   noCaps(handle, nodeid, known)
+ *       Remember (known true) or forget that inode `nodeid` has no
+ *       security.capability xattr.  A GETXATTR of that name for a
+ *       remembered inode is answered ENODATA right here, without waking
+ *       JavaScript: under the writeback cache the kernel asks it before
+ *       every write(2) (src/fuse/ops.ts explains), and one round trip
+ *       through the event loop per write is what would bound small writes.
+ *       ops.ts keeps this set equal to its own.
+ *   fastCount(handle) -> number of requests answered that way.
  *
  * Everything runs on the main thread: no locks.  Writes (replies,
  * notifications) stay in JavaScript (src/fuse/dev.ts).  If this addon is
@@ -22,6 +31,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +40,64 @@
 #include <uv.h>
 
 #define BATCH 64
+
+/* An open-addressing set of u64 node ids (0 is the empty slot; nodeid 0
+   is never a real inode), with tombstones, grown at half full. */
+typedef struct {
+  uint64_t *slots;
+  size_t cap, used, live;
+} idset_t;
+
+#define TOMB UINT64_MAX
+
+static size_t idhash(uint64_t x, size_t cap) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
+  return (size_t)x & (cap - 1);
+}
+
+static int idset_has(const idset_t *s, uint64_t id) {
+  if (s->cap == 0) return 0;
+  for (size_t i = idhash(id, s->cap), n = 0; n < s->cap; i = (i + 1) & (s->cap - 1), n++) {
+    if (s->slots[i] == 0) return 0;
+    if (s->slots[i] == id) return 1;
+  }
+  return 0;
+}
+
+static int idset_add(idset_t *s, uint64_t id);
+
+static int idset_grow(idset_t *s) {
+  size_t cap = s->cap ? s->cap * 2 : 1024;
+  idset_t n = { calloc(cap, sizeof(uint64_t)), cap, 0, 0 };
+  if (n.slots == NULL) return -1;
+  for (size_t i = 0; i < s->cap; i++) if (s->slots[i] != 0 && s->slots[i] != TOMB) idset_add(&n, s->slots[i]);
+  free(s->slots);
+  *s = n;
+  return 0;
+}
+
+static int idset_add(idset_t *s, uint64_t id) {
+  if (id == 0 || id == TOMB || idset_has(s, id)) return 0;
+  if ((s->used + 1) * 2 > s->cap && idset_grow(s) < 0) return -1;
+  size_t i = idhash(id, s->cap);
+  while (s->slots[i] != 0 && s->slots[i] != TOMB) i = (i + 1) & (s->cap - 1);
+  if (s->slots[i] == 0) s->used++;
+  s->slots[i] = id;
+  s->live++;
+  return 0;
+}
+
+static void idset_del(idset_t *s, uint64_t id) {
+  if (s->cap == 0) return;
+  for (size_t i = idhash(id, s->cap), n = 0; n < s->cap; i = (i + 1) & (s->cap - 1), n++) {
+    if (s->slots[i] == 0) return;
+    if (s->slots[i] == id) {
+      s->slots[i] = TOMB;
+      s->live--;
+      return;
+    }
+  }
+}
 
 typedef struct {
   uv_poll_t poll;
@@ -40,12 +109,42 @@ typedef struct {
   char *buf;
   int stopped;
   int closing;
+  idset_t nocaps;
+  double fast;
 } reader_t;
+
+/* fuse_in_header (40 bytes) + fuse_getxattr_in (8) + "security.capability\0" (20). */
+#define CAP_NAME "security.capability"
+#define CAP_REQ_LEN (40 + 8 + 20)
+
+/* Answer a GETXATTR of security.capability for an inode known to have none. */
+static int try_fast(reader_t *r, size_t n) {
+  const unsigned char *b = (const unsigned char *)r->buf;
+  if (n != CAP_REQ_LEN || r->nocaps.live == 0) return 0;
+  uint32_t len, opcode;
+  uint64_t unique, nodeid;
+  memcpy(&len, b, 4);
+  memcpy(&opcode, b + 4, 4);
+  memcpy(&unique, b + 8, 8);
+  memcpy(&nodeid, b + 16, 8);
+  if (len != n || opcode != 22 || memcmp(b + 48, CAP_NAME, 20) != 0 || !idset_has(&r->nocaps, nodeid)) return 0;
+  unsigned char out[16];
+  uint32_t olen = 16;
+  int32_t err = -ENODATA;
+  memcpy(out, &olen, 4);
+  memcpy(out + 4, &err, 4);
+  memcpy(out + 8, &unique, 8);
+  /* ENOENT: the request was interrupted meanwhile; nothing to do. */
+  if (write(r->fd, out, sizeof(out)) < 0 && errno != ENOENT) return 0;
+  r->fast++;
+  return 1;
+}
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); return NULL; } } while (0)
 
 static void on_close(uv_handle_t *h) {
   reader_t *r = h->data;
+  free(r->nocaps.slots);
   free(r->buf);
   free(r);
 }
@@ -100,6 +199,10 @@ static void on_poll(uv_poll_t *p, int status, int events) {
       uv_poll_stop(&r->poll);
       deliver(r, NULL, 0, e);
       break;
+    }
+    if (try_fast(r, (size_t)n)) {
+      i--; /* answered here: does not count against the batch */
+      continue;
     }
     deliver(r, r->buf, (size_t)n, 0);
   }
@@ -163,12 +266,42 @@ static napi_value stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value no_caps(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  reader_t *r;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&r));
+  uint64_t id;
+  bool lossless, known;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &id, &lossless));
+  CHECK(napi_get_value_bool(env, argv[2], &known));
+  if (known) {
+    if (idset_add(&r->nocaps, id) < 0) napi_throw_error(env, NULL, "out of memory");
+  } else {
+    idset_del(&r->nocaps, id);
+  }
+  return NULL;
+}
+
+static napi_value fast_count(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  reader_t *r;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&r));
+  CHECK(napi_create_double(env, r->fast, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
     {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
     {"stop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
+    {"noCaps", NULL, no_caps, NULL, NULL, NULL, napi_default, NULL},
+    {"fastCount", NULL, fast_count, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 2, d);
+  napi_define_properties(env, exports, 4, d);
   return exports;
 }
 

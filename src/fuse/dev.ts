@@ -56,6 +56,8 @@ const NATIVE = fileURLToPath(new URL('../../../native/fusedev/build/Release/fuse
 interface NativeReader {
   start(fd: number, size: number, cb: (b: Buffer | null, errno?: number) => void): unknown;
   stop(h: unknown): void;
+  noCaps(h: unknown, ino: bigint, known: boolean): void;
+  fastCount(h: unknown): number;
 }
 
 export type ReaderKind = 'native' | 'worker';
@@ -137,6 +139,19 @@ export class FuseDevice implements Channel {
     // The worker blocks in read(2) while the mount is idle: it must not
     // keep the process alive by itself.
     w.unref();
+  }
+
+  /**
+   * Mirror of ops.ts's set of inodes without security.capability: the
+   * native reader answers their GETXATTR itself.  No-op for the worker.
+   */
+  noCaps(ino: bigint, known: boolean): void {
+    if (this.nativeHandle !== null && !this.closed) (require(NATIVE) as NativeReader).noCaps(this.nativeHandle, ino, known);
+  }
+
+  /** Requests the native reader answered without JavaScript. */
+  fastCount(): number {
+    return this.nativeHandle !== null && !this.closed ? (require(NATIVE) as NativeReader).fastCount(this.nativeHandle) : 0;
   }
 
   reply(parts: readonly Uint8Array[]): boolean {

@@ -57,8 +57,8 @@ export interface KernelMount {
 
 export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): Promise<KernelMount> {
   const log = o.log;
-  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now });
   const dev = FuseDevice.open(KERNEL_MAX_WRITE + 4096);
+  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now, capSink: (ino, known) => dev.noCaps(ino, known) });
   let initDone: (i: InitInfo) => void = () => {};
   const inited = new Promise<InitInfo>((r) => (initDone = r));
   const session = new Session(ops, dev, {
@@ -107,7 +107,7 @@ export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): P
       return {
         transport: 'kernel', reader: dev.reader, init: session.initialized, session: session.counters,
         knownInodes: session.knownInodes(), openHandles: ops.openHandles(),
-        requests: ops.counters.requests, fastCapMiss: ops.counters.fastCapMiss,
+        requests: ops.counters.requests, fastCapMiss: ops.counters.fastCapMiss, nativeCapMiss: dev.fastCount(),
         errors: Object.fromEntries(ops.counters.errors), notify: notifier.counters,
       };
     },

@@ -28,7 +28,9 @@
  * learns that a file has none).  A miss is remembered per inode in
  * `noCaps` and answered synchronously (trySync) without a trip through the
  * Fs; any xattr change on that inode, and any invalidation of it, forgets
- * it.  Nothing else takes that path.
+ * it.  The native reader keeps a copy of the set (capSink) and answers
+ * those requests itself, before JavaScript sees them.  Nothing else takes
+ * that path.
  *
  * Errors.  A FsError becomes its errno; CorruptionError and anything
  * unexpected become EIO and one log line (errnoOf).  ProtoError (a request
@@ -119,6 +121,8 @@ export interface OpsOptions {
   timeoutS: number;
   /** Wall time for UTIME_NOW (the Fs clock). */
   now: () => Timespec;
+  /** Told of every change to the set of inodes without capabilities (dev.ts mirrors it natively). */
+  capSink?: (ino: bigint, known: boolean) => void;
 }
 
 export interface OpsCounters {
@@ -148,7 +152,11 @@ export class Ops {
 
   /** Something changed behind the kernel's back: forget what we assumed about `ino`. */
   invalidated(ino: bigint): void {
-    this.noCaps.delete(ino);
+    this.forgetCaps(ino);
+  }
+
+  private forgetCaps(ino: bigint): void {
+    if (this.noCaps.delete(ino)) this.o.capSink?.(ino, false);
   }
 
   /** The errno for a failed request; counted by name. */
@@ -333,7 +341,7 @@ export class Ops {
         const n = cstring(args, SETXATTR_IN.size, 'SETXATTR name');
         if (args.length < n.next + size) throw new FsError('EIO', `SETXATTR value of ${size} bytes carries ${args.length - n.next}`);
         adminOnly(n.name, h);
-        this.noCaps.delete(ino);
+        this.forgetCaps(ino);
         // XATTR_CREATE 1, XATTR_REPLACE 2.
         await fs.setxattr(ino, n.name, args.subarray(n.next, n.next + size), { create: (flags & 1) !== 0, replace: (flags & 2) !== 0 });
         return EMPTY;
@@ -346,7 +354,10 @@ export class Ops {
         try {
           v = await fs.getxattr(ino, name);
         } catch (e) {
-          if (e instanceof FsError && e.code === 'ENODATA' && name.toString('latin1') === 'security.capability') this.noCaps.add(ino);
+          if (e instanceof FsError && e.code === 'ENODATA' && name.toString('latin1') === 'security.capability') {
+            this.noCaps.add(ino);
+            this.o.capSink?.(ino, true);
+          }
           throw e;
         }
         return sized(size, [v], v.length);
@@ -366,7 +377,7 @@ export class Ops {
       case OP.REMOVEXATTR: {
         const { name } = cstring(args, 0, 'REMOVEXATTR name');
         adminOnly(name, h);
-        this.noCaps.delete(ino);
+        this.forgetCaps(ino);
         await fs.removexattr(ino, name);
         return EMPTY;
       }
@@ -419,7 +430,7 @@ export class Ops {
         : timespec(a.readBigInt64LE(SETATTR_IN.o('mtime')), a.readUInt32LE(SETATTR_IN.o('mtimensec')));
     }
     // A size change may drop a file's capabilities (the kernel asks again).
-    if (valid & (FATTR.MODE | FATTR.UID | FATTR.GID | FATTR.SIZE)) this.noCaps.delete(ino);
+    if (valid & (FATTR.MODE | FATTR.UID | FATTR.GID | FATTR.SIZE)) this.forgetCaps(ino);
     return this.fs.setattr(ino, set);
   }
 
