@@ -1,9 +1,19 @@
 /*
  * src/fuse/adapter.ts is the thin adapter from fuse-native@2 (libfuse2's
  * high-level, path-based API) to the inode-based Fs interface
- * (src/fs/api.ts).  It is the one place that produces errno numbers for the
- * kernel: every handler runs its body through `answer`, and `errnoOf` is
- * the single mapping from a thrown error to a negative errno.
+ * (src/fs/api.ts): the second transport (`-o transport=fuse-native`; the
+ * default is our own protocol over /dev/fuse, kernel.ts).  Every handler
+ * runs its body through `answer`, and `errnoOf` (ops.ts, shared with the
+ * kernel transport) is the single mapping from a thrown error to a
+ * negative errno.
+ *
+ * What this transport cannot do: invalidate the kernel's caches (libfuse2's
+ * path API has no notify), so it is for a single node with short
+ * timeouts; ioctl, fallocate, SEEK_DATA/SEEK_HOLE, O_TMPFILE and
+ * RENAME_NOREPLACE never reach it; times cross as milliseconds; names,
+ * symlink targets and xattr names cross as UTF-8 strings, so those that
+ * are not UTF-8 are refused with EINVAL (paths.ts nameBytes) and left out
+ * of readdir and listxattr rather than rewritten.
  *
  * Threads.  fuse-native's FUSE loop thread hands each request to the Node
  * main thread and waits; every handler here runs on the main thread and
