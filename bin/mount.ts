@@ -22,7 +22,9 @@ export const USAGE = `usage: scoutfs mount -o metadev_path=META[,quorum_slot_nr=
                       transport=kernel (default: our FUSE protocol over /dev/fuse, kernel caches
                       kept coherent by invalidation) or transport=fuse-native (libfuse2's path API:
                       no invalidation, ioctl, fallocate, SEEK_DATA/HOLE, O_TMPFILE or
-                      RENAME_NOREPLACE; one node only)
+                      RENAME_NOREPLACE; one node only), writeback_cache (kernel transport:
+                      write(2) acknowledged from the page cache; a full device is then
+                      reported at fsync/close only)
   -d, --detach        run in the background; wait until mounted
       --pid-file F    with -d: where to write the daemon pid (default ${DEFAULT_RUN_DIR}/<mount>.pid)
       --log-file F    with -d: where the daemon logs (default ${DEFAULT_RUN_DIR}/<mount>.log)

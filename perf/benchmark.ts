@@ -127,7 +127,7 @@ function parse(argv: string[]): Args {
     }
   }
   if (a.microOnly && a.e2eOnly) usage('--micro-only and --e2e-only exclude each other');
-  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native'].includes(t)) usage(`unknown target ${t}`);
+  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native', 'scoutfs-wb'].includes(t)) usage(`unknown target ${t}`);
   for (const w of a.workloads ?? []) if (!(WORKLOADS as readonly string[]).includes(w)) usage(`unknown workload ${w} (known: ${WORKLOADS.join(',')})`);
   return a;
 }

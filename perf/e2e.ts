@@ -248,8 +248,8 @@ function fuseTarget(o: E2EOptions, out: E2EOutcome): Scenario {
 }
 
 /** mkfs, mount (the daemon is a child process), workloads, remount before the cold read, clean stop. */
-function scoutfsTarget(o: E2EOptions, out: E2EOutcome, transport: 'kernel' | 'fuse-native'): Scenario {
-  const target = transport === 'kernel' ? 'scoutfs' : 'scoutfs-native';
+function scoutfsTarget(o: E2EOptions, out: E2EOutcome, transport: 'kernel' | 'fuse-native', extra = ''): Scenario {
+  const target = transport === 'kernel' ? (extra === '' ? 'scoutfs' : 'scoutfs-wb') : 'scoutfs-native';
   return {
     name: `perf-${target}`,
     description: 'perf: a scoutfs mount (mkfs on two loop devices, the mount daemon as a child)',
@@ -275,7 +275,7 @@ function scoutfsTarget(o: E2EOptions, out: E2EOutcome, transport: 'kernel' | 'fu
         proc = await startProc(ctx.registry, {
           name,
           command: process.execPath,
-          args: [...prof, SCOUTFS_CLI, 'mount', '-o', `metadev_path=${meta.path},quorum_slot_nr=0,transport=${transport}`, data.path, mnt],
+          args: [...prof, SCOUTFS_CLI, 'mount', '-o', `metadev_path=${meta.path},quorum_slot_nr=0,transport=${transport}${extra}`, data.path, mnt],
           logPath: join(ctx.runDir, `${name}.log`),
           // SIGTERM commits everything first: give it time.
           stopTimeoutMs: 120_000,
@@ -325,6 +325,8 @@ export async function runE2E(o: E2EOptions): Promise<E2EOutcome> {
         : !existsSync('/dev/fuse') ? 'no /dev/fuse' : null;
   targets.push(['scoutfs', () => scoutfsTarget(o, out, 'kernel'), scoutfsSkip]);
   targets.push(['scoutfs-native', () => scoutfsTarget(o, out, 'fuse-native'), scoutfsSkip]);
+  // Only when asked for by name: the kernel transport with -o writeback_cache.
+  if (o.targets?.includes('scoutfs-wb')) targets.push(['scoutfs-wb', () => scoutfsTarget(o, out, 'kernel', ',writeback_cache'), scoutfsSkip]);
   for (const [name, make, skip] of targets) {
     if (!want(name)) continue;
     if (skip) {

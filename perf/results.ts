@@ -112,7 +112,7 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return `${(a / b).toFixed(2)}x`;
 }
 
-export const E2E_TARGETS = ['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native'] as const;
+export const E2E_TARGETS = ['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native', 'scoutfs-wb'] as const;
 
 /**
  * Floors of issue #10 for scoutfs (the kernel transport) over the
@@ -136,7 +136,7 @@ export function e2eRatios(metrics: readonly Metric[]): Metric[] {
   const out: Metric[] = [];
   const e2e = metrics.filter((m) => m.group === 'e2e');
   for (const m of e2e) {
-    if (m.target !== 'scoutfs' && m.target !== 'scoutfs-native') continue;
+    if (m.target !== 'scoutfs' && m.target !== 'scoutfs-native' && m.target !== 'scoutfs-wb') continue;
     const key = m.id.slice(0, m.id.lastIndexOf('.'));
     for (const other of ['fuse-passthrough', 'ext4']) {
       const o = e2e.find((x) => x.id === `${key}.${other}`);
@@ -206,11 +206,11 @@ export function renderReport(r: RunReport): string {
         if (x !== undefined) return fmtNum(x);
         return e2eSkips.some((s) => s.target === t && (s.id === `${key}.${t}` || s.id === `e2e.*.${t}`)) ? 'skip' : '-';
       };
-      return [name, unit, cell('ext4'), cell('fuse-passthrough'), cell('scoutfs'), cell('scoutfs-native'),
-        ratio(v('scoutfs'), v('fuse-passthrough')), ratio(v('scoutfs-native'), v('fuse-passthrough')), ratio(v('scoutfs'), v('ext4')),
-        ratio(v('fuse-passthrough'), v('ext4'))];
+      return [name, unit, cell('ext4'), cell('fuse-passthrough'), cell('scoutfs'), cell('scoutfs-native'), cell('scoutfs-wb'),
+        ratio(v('scoutfs'), v('fuse-passthrough')), ratio(v('scoutfs-native'), v('fuse-passthrough')), ratio(v('scoutfs-wb'), v('fuse-passthrough')),
+        ratio(v('scoutfs'), v('ext4')), ratio(v('fuse-passthrough'), v('ext4'))];
     });
-    out.push(table(['workload', 'unit', 'ext4', 'fuse-pt', 'scoutfs', 'sfs-native', 'scoutfs/fuse', 'native/fuse', 'scoutfs/ext4', 'fuse/ext4'], rows));
+    out.push(table(['workload', 'unit', 'ext4', 'fuse-pt', 'scoutfs', 'sfs-native', 'sfs-wb', 'scoutfs/fuse', 'native/fuse', 'wb/fuse', 'scoutfs/ext4', 'fuse/ext4'], rows));
     out.push('(higher is better everywhere; a ratio is the first column over the second)');
     for (const s of e2eSkips) out.push(`  ${s.target ?? ''}${s.id.includes('*') ? '' : ` ${s.name}`}: ${s.skipped}`);
     const notes = e2e.filter((m) => m.note).map((m) => `  ${m.target} ${m.name}: ${m.note}`);
@@ -218,13 +218,13 @@ export function renderReport(r: RunReport): string {
     out.push('');
   }
   const ratios = r.metrics.filter((m) => m.group === 'ratio' && m.note !== undefined);
-  const abs = r.metrics.filter((m) => m.group === 'e2e' && m.target === 'scoutfs' && ABS_AIMS[m.id.slice(0, m.id.lastIndexOf('.'))] !== undefined);
+  const abs = r.metrics.filter((m) => m.group === 'e2e' && (m.target === 'scoutfs' || m.target === 'scoutfs-wb') && ABS_AIMS[m.id.slice(0, m.id.lastIndexOf('.'))] !== undefined);
   if (ratios.length || abs.length) {
     out.push('scoutfs (kernel transport) against the issue #10 floors (same run)');
     const rows = ratios.map((m) => [m.name, m.target ?? '', `${m.value.toFixed(2)}x`, m.note ?? '']);
     for (const m of abs) {
       const aim = ABS_AIMS[m.id.slice(0, m.id.lastIndexOf('.'))]!;
-      rows.push([m.name, 'scoutfs', `${fmtNum(m.value)} ${m.unit}`, `floor >= ${fmtNum(aim)}: ${m.value >= aim ? 'met' : 'NOT met'}`]);
+      rows.push([m.name, m.target ?? '', `${fmtNum(m.value)} ${m.unit}`, `floor >= ${fmtNum(aim)}: ${m.value >= aim ? 'met' : 'NOT met'}`]);
     }
     out.push(table(['workload', 'against', 'value', 'floor'], rows));
     out.push('');

@@ -18,9 +18,9 @@
  *       Remember (known true) or forget that inode `nodeid` has no
  *       security.capability xattr.  A GETXATTR of that name for a
  *       remembered inode is answered ENODATA right here, without waking
- *       JavaScript: under the writeback cache the kernel asks it before
- *       every write(2) (src/fuse/ops.ts explains), and one round trip
- *       through the event loop per write is what would bound small writes.
+ *       JavaScript: the kernel asks it before every write(2)
+ *       (src/fuse/ops.ts explains), and one round trip through the event
+ *       loop per write is what would bound small writes.
  *       ops.ts keeps this set equal to its own.
  *   fastCount(handle) -> number of requests answered that way.
  *

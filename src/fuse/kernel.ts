@@ -22,7 +22,7 @@ import type { Timespec } from '../format/common.js';
 import { FsError } from '../format/errors.js';
 import { FuseDevice, kernelMount, kernelMountOptions, kernelUnmount, mountDevId, raiseReadahead, type ReaderKind } from './dev.js';
 import { Notifier } from './notify.js';
-import { Ops } from './ops.js';
+import { Ops, type OpsOptions } from './ops.js';
 import { MAX_PAGES, Session, type InitInfo } from './session.js';
 
 export const KERNEL_TIMEOUT_S = 3600;
@@ -34,12 +34,14 @@ export interface KernelMountOptions {
   /** The mount's source in /proc/mounts (the data device). */
   source: string;
   now: () => Timespec;
-  /** Ask for the writeback cache (default on: this mount is its files' only writer). */
+  /** Ask for the writeback cache (default off: see MountOpts.writebackCache in src/mount/daemon.ts). */
   writebackCache?: boolean;
   /** Entry/attribute cache lifetime (default an hour). */
   timeoutS?: number;
   /** How long to wait for INIT after mount(8) returned. */
   initTimeoutMs?: number;
+  /** The STATFS_MORE restricted ioctl's fields (ops.ts). */
+  statfsMore?: OpsOptions['statfsMore'];
 }
 
 export interface KernelMount {
@@ -58,11 +60,11 @@ export interface KernelMount {
 export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): Promise<KernelMount> {
   const log = o.log;
   const dev = FuseDevice.open(KERNEL_MAX_WRITE + 4096);
-  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now, capSink: (ino, known) => dev.noCaps(ino, known) });
+  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now, capSink: (ino, known) => dev.noCaps(ino, known), statfsMore: o.statfsMore });
   let initDone: (i: InitInfo) => void = () => {};
   const inited = new Promise<InitInfo>((r) => (initDone = r));
   const session = new Session(ops, dev, {
-    log, writebackCache: o.writebackCache ?? true, maxWriteBytes: KERNEL_MAX_WRITE, onInit: (i) => initDone(i),
+    log, writebackCache: o.writebackCache ?? false, maxWriteBytes: KERNEL_MAX_WRITE, onInit: (i) => initDone(i),
   });
   const notifier = new Notifier(session, (ino) => ops.invalidated(ino));
   let endReason: (why: string) => void = () => {};
@@ -93,7 +95,7 @@ export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): P
   let unmounting: Promise<void> | null = null;
   return {
     mnt, reader: dev.reader, session, ops, notifier, ended,
-    optionString: `${kernelMountOptions().replace(/^fd=3,/, '')} (reader ${dev.reader}, ${o.writebackCache ?? true ? 'writeback cache' : 'write-through'}, cache ${o.timeoutS ?? KERNEL_TIMEOUT_S} s)`,
+    optionString: `${kernelMountOptions().replace(/^fd=3,/, '')} (reader ${dev.reader}, ${o.writebackCache === true ? 'writeback cache' : 'write-through'}, cache ${o.timeoutS ?? KERNEL_TIMEOUT_S} s)`,
     unmount(): Promise<void> {
       if (unmounting === null) {
         unmounting = (async () => {

@@ -23,8 +23,8 @@
  * the archive interface, test hooks) is followed by an invalidation
  * (notify.ts).  Changes made through the kernel are known to it.
  *
- * Fast path.  Under the writeback cache every write(2) makes the kernel
- * ask GETXATTR("security.capability") (FUSE clears SB_NOSEC, so it never
+ * Fast path.  Before every write(2) the kernel asks
+ * GETXATTR("security.capability") (FUSE clears SB_NOSEC, so it never
  * learns that a file has none).  A miss is remembered per inode in
  * `noCaps` and answered synchronously (trySync) without a trip through the
  * Fs; any xattr change on that inode, and any invalidation of it, forgets
@@ -44,7 +44,7 @@ import { DT } from '../format/items.js';
 import {
   ATTR_OUT, CREATE_IN, ENTRY_OUT, FALLOCATE_IN, FATTR, FOPEN, FSYNC_IN, GETXATTR_IN, GETXATTR_OUT, IOCTL_IN, IOCTL_OUT, KSTATFS,
   LINK_IN, LINUX_DT, LSEEK_IN, LSEEK_OUT, MKDIR_IN, MKNOD_IN, OP, OP_NAME, OPEN_OUT, READ_IN, RELEASE_IN, RENAME, RENAME2_IN,
-  RENAME_IN, SETATTR_IN, SETXATTR_IN, WRITE_IN, WRITE_OUT, cstring, direntSize, direntplusSize, need, writeAttrOut,
+  RENAME_IN, SETATTR_IN, SETXATTR_IN, STAT_MORE, STATFS_MORE, IOC_STAT_MORE, IOC_STATFS_MORE, WRITE_IN, WRITE_OUT, cstring, direntSize, direntplusSize, need, writeAttrOut,
   writeDirent, writeEntry, writeOpenOut, type InHeader, type WireAttr,
 } from './proto.js';
 
@@ -123,6 +123,8 @@ export interface OpsOptions {
   now: () => Timespec;
   /** Told of every change to the set of inodes without capabilities (dev.ts mirrors it natively). */
   capSink?: (ino: bigint, known: boolean) => void;
+  /** The volume's STATFS_MORE fields (the mount knows the super and the rid). */
+  statfsMore?: () => Promise<{ fsid: bigint; rid: bigint; committedSeq: bigint; totalMetaBlocks: bigint; totalDataBlocks: bigint; reservedMetaBlocks: bigint }>;
 }
 
 export interface OpsCounters {
@@ -162,7 +164,7 @@ export class Ops {
   /** The errno for a failed request; counted by name. */
   errno(e: unknown, h: InHeader): number {
     const op = OP_NAME.get(h.opcode) ?? `opcode ${h.opcode}`;
-    const n = errnoOf(e, `${op} (nodeid ${h.nodeid})`, this.log);
+    const n = errnoOf(e, op, this.log);
     const key = e instanceof FsError ? e.code : e instanceof CorruptionError ? 'EIO(corruption)' : 'EIO(unexpected)';
     this.counters.errors.set(key, (this.counters.errors.get(key) ?? 0) + 1);
     return n;
@@ -493,13 +495,44 @@ export class Ops {
     return { parts: [out.subarray(0, used)], lookups };
   }
 
-  private async ioctl(_ino: bigint, a: Buffer): Promise<Answer> {
+  /**
+   * Restricted ioctls (proto.ts STAT_MORE, STATFS_MORE): the reply is
+   * fuse_ioctl_out (result 0, no iovecs) and then the struct, exactly the
+   * size the command encodes.  Anything else (Python's open asks TCGETS)
+   * is ENOTTY, as on any file that is not a terminal.  The pointer-bearing
+   * scoutfs ioctls stay on the control channel (PROTOCOL.md s0).
+   */
+  private async ioctl(ino: bigint, a: Buffer): Promise<Answer> {
     const cmd = a.readUInt32LE(IOCTL_IN.o('cmd'));
-    // No restricted ioctl is served yet: TCGETS from Python's open and the
-    // like get ENOTTY, as on any file that is not a terminal.
-    void cmd;
-    void IOCTL_OUT;
-    throw new FsError('ENOTTY');
+    const outSize = a.readUInt32LE(IOCTL_IN.o('out_size'));
+    let body: Buffer;
+    if (cmd === IOC_STAT_MORE) {
+      const x = await this.fs.getattr(ino);
+      body = Buffer.alloc(STAT_MORE.size);
+      body.writeBigUInt64LE(BigInt(STAT_MORE.size), STAT_MORE.o('valid_bytes'));
+      body.writeBigUInt64LE(x.meta_seq, STAT_MORE.o('meta_seq'));
+      body.writeBigUInt64LE(x.data_seq, STAT_MORE.o('data_seq'));
+      body.writeBigUInt64LE(x.data_version, STAT_MORE.o('data_version'));
+      body.writeBigUInt64LE(x.online_blocks, STAT_MORE.o('online_blocks'));
+      body.writeBigUInt64LE(x.offline_blocks, STAT_MORE.o('offline_blocks'));
+      body.writeBigInt64LE(BigInt.asIntN(64, x.crtime.sec), STAT_MORE.o('crtime_sec'));
+      body.writeUInt32LE(x.crtime.nsec, STAT_MORE.o('crtime_nsec'));
+    } else if (cmd === IOC_STATFS_MORE && this.o.statfsMore !== undefined) {
+      const m = await this.o.statfsMore();
+      body = Buffer.alloc(STATFS_MORE.size);
+      body.writeBigUInt64LE(BigInt(STATFS_MORE.size), STATFS_MORE.o('valid_bytes'));
+      body.writeBigUInt64LE(m.fsid, STATFS_MORE.o('fsid'));
+      body.writeBigUInt64LE(m.rid, STATFS_MORE.o('rid'));
+      body.writeBigUInt64LE(m.committedSeq, STATFS_MORE.o('committed_seq'));
+      body.writeBigUInt64LE(m.totalMetaBlocks, STATFS_MORE.o('total_meta_blocks'));
+      body.writeBigUInt64LE(m.totalDataBlocks, STATFS_MORE.o('total_data_blocks'));
+      body.writeBigUInt64LE(m.reservedMetaBlocks, STATFS_MORE.o('reserved_meta_blocks'));
+    } else {
+      throw new FsError('ENOTTY');
+    }
+    // The kernel gives room for exactly the encoded size; never more.
+    if (outSize < body.length) throw new FsError('EINVAL', `ioctl ${cmd.toString(16)} with ${outSize} bytes of room`);
+    return { parts: [Buffer.alloc(IOCTL_OUT.size), body] };
   }
 }
 

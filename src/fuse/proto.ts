@@ -161,6 +161,27 @@ export const NOTIFY_INVAL_INODE_OUT = layout('fuse_notify_inval_inode_out', 24, 
 export const NOTIFY_INVAL_ENTRY_OUT = layout('fuse_notify_inval_entry_out', 16, [['parent', 8], ['namelen', 4], ['flags', 4]]);
 export const NOTIFY_DELETE_OUT = layout('fuse_notify_delete_out', 24, [['parent', 8], ['child', 8], ['namelen', 4], ['padding', 4]]);
 
+/*
+ * scoutfs ioctls whose argument is the struct itself, answered as FUSE
+ * restricted ioctls (the kernel copies the _IOR-encoded size back to the
+ * caller).  Magic 's' (PROTOCOL.md 9.3).  FORMAT.md does not lay these
+ * structs out; our decision, recorded here: u64 fields in the order
+ * PROTOCOL.md 9.3 lists them, valid_bytes first (set to the bytes we
+ * filled), crtime as u64 seconds + u32 nanoseconds + 4 bytes of padding.
+ */
+export const STAT_MORE = layout('scoutfs_ioctl_stat_more', 64, [
+  ['valid_bytes', 8], ['meta_seq', 8], ['data_seq', 8], ['data_version', 8], ['online_blocks', 8],
+  ['offline_blocks', 8], ['crtime_sec', 8], ['crtime_nsec', 4], ['_pad', 4],
+]);
+export const STATFS_MORE = layout('scoutfs_ioctl_statfs_more', 56, [
+  ['valid_bytes', 8], ['fsid', 8], ['rid', 8], ['committed_seq', 8], ['total_meta_blocks', 8],
+  ['total_data_blocks', 8], ['reserved_meta_blocks', 8],
+]);
+/** _IOR(type, nr, size): direction read (2) in bits 30-31, size in 16-29. */
+export const ior = (type: string, nr: number, size: number): number => ((2 << 30) | (size << 16) | (type.charCodeAt(0) << 8) | nr) >>> 0;
+export const IOC_STAT_MORE = ior('s', 5, STAT_MORE.size);
+export const IOC_STATFS_MORE = ior('s', 10, STATFS_MORE.size);
+
 /** FUSE_INT_REQ_BIT: set in the unique of an INTERRUPT request. */
 export const INT_REQ_BIT = 1n;
 

@@ -51,7 +51,7 @@ import { presentSlots } from '../format/super.js';
 import { readMetaSuper } from '../server/volume.js';
 import { FsError } from '../format/errors.js';
 import { mountFuse } from '../fuse/adapter.js';
-import { mountKernel } from '../fuse/kernel.js';
+import { mountKernel, type KernelMountOptions } from '../fuse/kernel.js';
 import { mountDevId } from '../fuse/dev.js';
 import type { Invalidator } from '../fuse/notify.js';
 import { DEFAULT_RUN_DIR, startControlServer, type ControlServer, type ControlRequest } from './control.js';
@@ -64,6 +64,15 @@ export interface MountOpts {
   metadevPath: string;
   quorumSlotNr: number | null;
   transport: Transport;
+  /**
+   * The kernel's writeback cache (kernel transport, `-o writeback_cache`).
+   * Off by default: with it the kernel acknowledges write(2) from its page
+   * cache and owns the file size, so a full device is reported only at
+   * fsync or close while the cache still shows the unwritten bytes, and a
+   * size changed behind the kernel's back cannot be invalidated.  On, small
+   * writes run at page-cache speed; for a single node that will not fill up.
+   */
+  writebackCache: boolean;
 }
 
 export class MountOptionError extends Error {
@@ -78,6 +87,7 @@ export function parseMountOptions(s: string): MountOpts {
   let metadevPath: string | null = null;
   let quorumSlotNr: number | null = null;
   let transport: Transport | null = null;
+  let writebackCache: boolean | null = null;
   for (const part of s.split(',')) {
     if (part === '') throw new MountOptionError(`empty option in '${s}'`);
     const eq = part.indexOf('=');
@@ -97,12 +107,17 @@ export function parseMountOptions(s: string): MountOpts {
       if (transport !== null) throw new MountOptionError('transport given twice');
       if (!TRANSPORTS.includes(val as Transport)) throw new MountOptionError(`transport must be ${TRANSPORTS.join(' or ')}, not '${val ?? ''}'`);
       transport = val as Transport;
+    } else if (key === 'writeback_cache') {
+      if (writebackCache !== null) throw new MountOptionError('writeback_cache given twice');
+      if (val !== null) throw new MountOptionError('writeback_cache takes no value');
+      writebackCache = true;
     } else {
-      throw new MountOptionError(`unknown mount option '${key}' (known: metadev_path, quorum_slot_nr, transport)`);
+      throw new MountOptionError(`unknown mount option '${key}' (known: metadev_path, quorum_slot_nr, transport, writeback_cache)`);
     }
   }
   if (metadevPath === null) throw new MountOptionError('the metadev_path=PATH option is required');
-  return { metadevPath, quorumSlotNr, transport: transport ?? 'kernel' };
+  if (writebackCache === true && transport === 'fuse-native') throw new MountOptionError('writeback_cache needs transport=kernel');
+  return { metadevPath, quorumSlotNr, transport: transport ?? 'kernel', writebackCache: writebackCache ?? false };
 }
 
 /** The mount the daemon runs: openMount's result (src/mount/mount.ts). */
@@ -293,7 +308,10 @@ interface Served {
   invalidator: Invalidator | null;
 }
 
-async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: string) => void; source: string; clock: Clock }): Promise<Served> {
+async function serve(
+  transport: Transport, mnt: string, fs: Fs,
+  o: { log: (l: string) => void; source: string; clock: Clock; statfsMore: KernelMountOptions['statfsMore']; writebackCache: boolean },
+): Promise<Served> {
   if (transport === 'fuse-native') {
     const fm = await mountFuse(mnt, fs, { log: o.log, fsname: o.source });
     return {
@@ -305,7 +323,7 @@ async function serve(transport: Transport, mnt: string, fs: Fs, o: { log: (l: st
       invalidator: null,
     };
   }
-  const km = await mountKernel(mnt, fs, { log: o.log, source: o.source, now: () => o.clock.wallTime() });
+  const km = await mountKernel(mnt, fs, { log: o.log, source: o.source, now: () => o.clock.wallTime(), statfsMore: o.statfsMore, writebackCache: o.writebackCache });
   return {
     optionString: km.optionString,
     ended: km.ended,
@@ -454,7 +472,16 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
     undo.push({ name: 'close mount', fn: () => m.close() });
     const fs = m.fs;
 
-    const served = await serve(a.opts.transport, mnt, fs, { log, source: realpathSync(a.dataPath), clock: new RealClock() });
+    const { metaAllocSizing } = await import('./mount.js');
+    const statfsMore = async (): Promise<{ fsid: bigint; rid: bigint; committedSeq: bigint; totalMetaBlocks: bigint; totalDataBlocks: bigint; reservedMetaBlocks: bigint }> => {
+      const rid = (m.status() as { rid?: unknown }).rid;
+      return {
+        fsid: sup.hdr.fsid, rid: typeof rid === 'string' ? BigInt(`0x${rid}`) : 0n, committedSeq: await fs.committedSeq(),
+        totalMetaBlocks: sup.total_meta_blocks, totalDataBlocks: sup.total_data_blocks,
+        reservedMetaBlocks: metaAllocSizing(sup.total_meta_blocks).reserved,
+      };
+    };
+    const served = await serve(a.opts.transport, mnt, fs, { log, source: realpathSync(a.dataPath), clock: new RealClock(), statfsMore, writebackCache: a.opts.writebackCache });
     if (served.ended) kernelEnded = served.ended;
     undo.push({
       name: 'remove FUSE mount',

@@ -17,6 +17,9 @@
  *   data        fallocate KEEP_SIZE and mode 0 (other modes EOPNOTSUPP),
  *               SEEK_DATA/SEEK_HOLE over a sparse file, O_TMPFILE
  *   rename      RENAME_NOREPLACE refuses an existing target
+ *   ioctls      STAT_MORE on a file and STATFS_MORE on the mount root as
+ *               restricted ioctls agree with `scoutfs stat` and `scoutfs
+ *               statfs`; other commands are ENOTTY
  *   caches      with hour-long timeouts, a change made behind the kernel's
  *               back (the daemon's test hook) stays invisible until it is
  *               invalidated, then stat, lookup, readdir and read see it at
@@ -36,7 +39,8 @@ import { CleanupRegistry } from '../../harness/cleanup.js';
 import type { NodeProc } from '../../harness/proc.js';
 import { which } from '../../harness/sys.js';
 import { controlRequest } from '../../src/mount/control.js';
-import { GIB, Volume, clusterSkip, finish, stopMount, tempBase } from './util.js';
+import { IOC_STATFS_MORE, IOC_STAT_MORE } from '../../src/fuse/proto.js';
+import { GIB, Volume, clusterSkip, finish, scoutfs, stopMount, tempBase } from './util.js';
 
 const run = promisify(execFile);
 const SKIP = (await clusterSkip()) || (!(await which('python3')) || !(await which('getfattr')) ? 'needs python3 and getfattr' : false);
@@ -263,6 +267,44 @@ test('data: fallocate KEEP_SIZE and 0, SEEK_DATA/SEEK_HOLE, O_TMPFILE, RENAME_NO
   assert.equal(o.noreplace_ok, 0);
   assert.deepEqual(o.exchange, [-1, 'EINVAL']);
   assert.deepEqual(o.listing, ['b', 'c', 'keep', 'sparse'], 'no name for the tmpfile');
+});
+
+const IOCTLS = `
+import fcntl, os, sys, json, struct, errno
+f, root, stat_more, statfs_more = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(f, os.O_RDONLY)
+sm = struct.unpack('<7QI4x', fcntl.ioctl(fd, stat_more, bytes(64)))
+try:
+    fcntl.ioctl(fd, 0x5401, bytes(64)); tty = 'answered'
+except OSError as e:
+    tty = errno.errorcode[e.errno]
+os.close(fd)
+fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+sf = struct.unpack('<7Q', fcntl.ioctl(fd, statfs_more, bytes(56)))
+os.close(fd)
+print(json.dumps({'stat': [str(x) for x in sm], 'statfs': [str(x) for x in sf], 'tty': tty}))
+`;
+
+test('ioctls: STAT_MORE and STATFS_MORE as restricted ioctls match scoutfs stat and statfs; others ENOTTY', { skip: SKIP }, async () => {
+  const f = join(mnt, 'ioctl');
+  await fsp.writeFile(f, 'x'.repeat(10000));
+  const o = (await py(IOCTLS, f, mnt, String(IOC_STAT_MORE), String(IOC_STATFS_MORE))) as { stat: string[]; statfs: string[]; tty: string };
+  assert.equal(o.tty, 'ENOTTY');
+  const st = await scoutfs('stat', f);
+  assert.equal(st.code, 0, st.err);
+  const field = (text: string, name: string): string => text.split('\n').find((l) => l.startsWith(name + ' '))!.split(/\s+/)[1]!;
+  const [valid, metaSeq, dataSeq, dataVersion, online, offline, crSec, crNsec] = o.stat;
+  assert.equal(valid, '64');
+  assert.deepEqual([metaSeq, dataSeq, dataVersion, online, offline], ['meta_seq', 'data_seq', 'data_version', 'online_blocks', 'offline_blocks'].map((n) => field(st.out, n)));
+  assert.equal(`${crSec}.${crNsec!.padStart(9, '0')}`, field(st.out, 'crtime'));
+  const sf = await scoutfs('statfs', mnt);
+  assert.equal(sf.code, 0, sf.err);
+  const [svalid, fsid, rid, , totalMeta, totalData] = o.statfs;
+  assert.equal(svalid, '56');
+  assert.equal(BigInt(fsid!).toString(16).padStart(16, '0'), field(sf.out, 'fsid'));
+  assert.equal(BigInt(rid!).toString(16).padStart(16, '0'), field(sf.out, 'rid'));
+  assert.equal(totalMeta, field(sf.out, 'total_meta_blocks'));
+  assert.equal(totalData, field(sf.out, 'total_data_blocks'));
 });
 
 test('caches: changes behind the kernel\'s back appear exactly when invalidated (hour-long timeouts)', { skip: SKIP }, async () => {

@@ -10,6 +10,9 @@
  *     new mount), and what was fsync'd before the kill is there.
  *   - A live mount of the same devices elsewhere is refused at once, naming
  *     the daemon's pid.
+ *   - With -o writeback_cache, small writes go through the kernel's page
+ *     cache and reach the filesystem by close and fsync (they survive a
+ *     remount).
  *   - `mount -t scoutfs -o metadev_path=META,quorum_slot_nr=0 DATA MNT`
  *     works through the helper setup installs, and `umount MNT` stops
  *     that daemon too.
@@ -85,6 +88,28 @@ test('a second mount of devices a live daemon serves is refused at once, naming 
   assert.equal(await isMounted(other), false);
   await run('umount', [vol.mnt]);
   assert.equal((await p1.exited).code, 0);
+});
+
+test('-o writeback_cache: small writes reach the filesystem by fsync and close and survive a remount', { skip: SKIP }, async () => {
+  vol.extraOptions = ',writeback_cache';
+  try {
+    const p1 = await vol.mount();
+    assert.match(await p1.log(), /writeback cache/);
+    const fh = await fsp.open(vol.path('wb'), 'w');
+    for (let i = 0; i < 5000; i++) await fh.write(String.fromCharCode(97 + (i % 26)));
+    await fh.sync();
+    await fh.close();
+    await fsp.appendFile(vol.path('wb'), 'tail');
+    await run('umount', [vol.mnt]);
+    assert.equal((await p1.exited).code, 0);
+  } finally {
+    vol.extraOptions = '';
+  }
+  const p2 = await vol.mount();
+  const want = Array.from({ length: 5000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join('') + 'tail';
+  assert.equal(await fsp.readFile(vol.path('wb'), 'utf8'), want);
+  await run('umount', [vol.mnt]);
+  assert.equal((await p2.exited).code, 0);
 });
 
 test('mount -t scoutfs works through the installed helper; umount stops that daemon', { skip: NO_HELPER }, async () => {

@@ -96,6 +96,8 @@ export class Volume {
   transport: Transport | null = null;
   /** Extra environment of the mount daemons (e.g. SCOUTFS_TEST_HOOKS). */
   env: Record<string, string> = {};
+  /** Extra -o options of the mounts (e.g. ',writeback_cache'). */
+  extraOptions = '';
 
   private constructor(
     readonly reg: CleanupRegistry,
@@ -146,7 +148,7 @@ export class Volume {
     const name = `${this.name}-mount${this.nth++}`;
     const proc = await startProc(this.reg, {
       name, command: process.execPath,
-      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0${this.transport === null ? '' : `,transport=${this.transport}`}`,
+      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0${this.transport === null ? '' : `,transport=${this.transport}`}${this.extraOptions}`,
         o.data ?? this.data, this.mnt],
       logPath: join(this.base, `${name}.log`),
       stopTimeoutMs: 30_000,
