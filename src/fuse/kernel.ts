@@ -60,12 +60,17 @@ export interface KernelMount {
 export async function mountKernel(mnt: string, fs: Fs, o: KernelMountOptions): Promise<KernelMount> {
   const log = o.log;
   const dev = FuseDevice.open(KERNEL_MAX_WRITE + 4096);
-  const ops = new Ops(fs, { log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now, capSink: (ino, known) => dev.noCaps(ino, known), statfsMore: o.statfsMore });
+  const holder: { session: Session | null } = { session: null };
+  const ops = new Ops(fs, {
+    log, timeoutS: o.timeoutS ?? KERNEL_TIMEOUT_S, now: o.now, capSink: (ino, known) => dev.noCaps(ino, known), statfsMore: o.statfsMore,
+    kernelKnows: (ino) => (holder.session?.lookupCount(ino) ?? 0n) > 0n,
+  });
   let initDone: (i: InitInfo) => void = () => {};
   const inited = new Promise<InitInfo>((r) => (initDone = r));
   const session = new Session(ops, dev, {
     log, writebackCache: o.writebackCache ?? false, maxWriteBytes: KERNEL_MAX_WRITE, onInit: (i) => initDone(i),
   });
+  holder.session = session;
   const notifier = new Notifier(session, (ino) => ops.invalidated(ino));
   let endReason: (why: string) => void = () => {};
   const ended = new Promise<string>((r) => (endReason = r));

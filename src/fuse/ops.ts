@@ -123,6 +123,11 @@ export interface OpsOptions {
   now: () => Timespec;
   /** Told of every change to the set of inodes without capabilities (dev.ts mirrors it natively). */
   capSink?: (ino: bigint, known: boolean) => void;
+  /**
+   * Whether the kernel already holds a reference to an inode (session.ts
+   * lookup counts).  READDIRPLUS sends such entries without attributes.
+   */
+  kernelKnows?: (ino: bigint) => boolean;
   /** The volume's STATFS_MORE fields (the mount knows the super and the rid). */
   statfsMore?: () => Promise<{ fsid: bigint; rid: bigint; committedSeq: bigint; totalMetaBlocks: bigint; totalDataBlocks: bigint; reservedMetaBlocks: bigint }>;
 }
@@ -476,7 +481,11 @@ export class Ops {
       let full = false;
       for (const e of ents) {
         let attr: Attr | null = null;
-        if (plus) {
+        // An inode the kernel holds already needs no attributes here (an
+        // entry with nodeid 0 is listed but not looked up): its cached
+        // attributes are kept right by the kernel's timeouts and by our
+        // invalidations, and the getattr per entry is most of a listing.
+        if (plus && this.o.kernelKnows?.(e.ino) !== true) {
           try {
             attr = await this.fs.getattr(e.ino);
           } catch (err) {
