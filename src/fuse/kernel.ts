@@ -10,9 +10,11 @@
  * of `umount MNT` at once.  unmount() runs `umount MNT` (lazily when busy)
  * and waits for the end of the connection.
  *
- * After INIT the mount's readahead is raised to 1 MiB (the bdi of a new
+ * After INIT the mount's readahead is raised to 4 MiB (the bdi of a new
  * FUSE mount starts at 128 KiB), so sequential reads arrive as 1 MiB
- * requests; a failure there is logged, not fatal.
+ * requests (max_pages), several in flight at once: measured on a loaded
+ * 2-core machine, a warm 256 MiB read ran at 172 MB/s with 1 MiB of
+ * readahead and 253 MB/s with 4 MiB.  A failure there is logged, not fatal.
  *
  * Failure while mounting (mount(8) refused, INIT never came): everything
  * opened here is closed again and the error names the step.
@@ -27,7 +29,7 @@ import { MAX_PAGES, Session, type InitInfo } from './session.js';
 
 export const KERNEL_TIMEOUT_S = 3600;
 export const KERNEL_MAX_WRITE = MAX_PAGES * 4096;
-export const READAHEAD_KB = 1024;
+export const READAHEAD_KB = 4096;
 
 export interface KernelMountOptions {
   log: (line: string) => void;
