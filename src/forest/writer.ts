@@ -67,7 +67,7 @@ import { getU64, setU64 } from '../format/layout.js';
 import { LOG_TREES_FLAG_FINALIZED, type LogTrees } from '../format/logtrees.js';
 import type { SrchEntry } from '../format/srch.js';
 import { BloomWriter } from './bloom.js';
-import { isForestZone, lockStartKey } from './lockkeys.js';
+import { isForestZone, lockStartKey } from '../format/lock.js';
 import { SrchLogWriter } from '../srch/file.js';
 
 export interface ForestWriteItem {

@@ -38,7 +38,7 @@
  *
  * No cluster locks yet: this is a single node and nothing else may mount
  * the volume at the same time.  The Fs passes the item cache the lock
- * range each key would have (src/forest/lockkeys.ts) in WRITE mode, so the
+ * range each key would have (src/format/lock.ts) in WRITE mode, so the
  * bloom keys written are the ones a cluster mount would compute, and a lock
  * client can later be slotted in between.  Nothing fences a second mount:
  * running two is undefined.

@@ -91,7 +91,7 @@ import { BlockCache } from '../../src/block/cache.js';
 import { CacheImages } from '../../src/block/images.js';
 import { NetTransServer } from '../../src/client/transserver.js';
 import { ForestReader } from '../../src/forest/reader.js';
-import { lockRangeOf } from '../../src/forest/lockkeys.js';
+import { lockRangeOf } from '../../src/format/lock.js';
 import { readSrchLogEntries } from '../../src/srch/file.js';
 import { CorruptionError, LifecycleError } from '../../src/format/errors.js';
 import { SRCH_TYPE, ZONE } from '../../src/format/items.js';
