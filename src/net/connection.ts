@@ -94,7 +94,9 @@
  * EMSGSIZE, which ERRNO lacks).  Handlers registered `sizeFatal` (the
  * server's and the client's LOCK, the client's LOCK_RECOVER, PROTOCOL.md
  * 3.3) take the reference's stricter path: a wrong-sized request is a
- * fatal message that shuts the socket down, with no answer.
+ * fatal message that shuts the socket down, with no answer; so does a
+ * handler that throws a NetCorruptionError (a well-sized payload whose
+ * contents the protocol forbids, e.g. a LOCK mode byte of 7).
  *
  * Owner: the main thread.  Nothing here blocks or touches time; timers
  * (reconnect delay, reconnect-wait) belong to the endpoints.
@@ -662,8 +664,9 @@ export class Connection {
       this.respond(origin, 0, r);
     };
     const failed = (e: unknown): void => {
-      // A handler that deferred owns its answer: a throw after defer() is our bug.
-      if (deferred === null) this.handlerFailed(origin, e);
+      // A handler that deferred owns its answer: a throw after defer() is our
+      // bug, unless it is the peer's fault (a bad payload), which is fatal.
+      if (deferred === null || e instanceof NetCorruptionError) this.handlerFailed(origin, e);
       else this.ep.bug(e);
     };
     let r: HandlerResult | Promise<HandlerResult>;
@@ -709,7 +712,13 @@ export class Connection {
   }
 
   private handlerFailed(origin: RequestOrigin, e: unknown): void {
-    if (e instanceof FsError) {
+    if (e instanceof NetCorruptionError) {
+      // The peer's request was well-sized but invalid, for a command whose
+      // handler "returns the error" (PROTOCOL.md 3.3): no answer, shut down.
+      this.ep.stats.corruption++;
+      this.ep.log(`net ${this.ep.name}: ${netCmdName(origin.cmd)} handler: ${e.message}; shutting the connection down`);
+      this.target(origin)?.closeSocket();
+    } else if (e instanceof FsError) {
       this.respond(origin, wireErrorOf(e.code), EMPTY);
     } else if (e instanceof CorruptionError) {
       this.ep.log(`net ${this.ep.name}: ${netCmdName(origin.cmd)} handler: ${e.message}; answering EIO`);
