@@ -21,6 +21,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   statfs: { summary: 'print scoutfs volume fields of a mount', load: async () => (await import('./statfs.js')).run },
   df: { summary: 'print metadata and data block usage of a mount', load: async () => (await import('./df.js')).run },
   sync: { summary: 'commit the open transaction of a mount', load: async () => (await import('./sync.js')).run },
+  counters: { summary: 'print every counter of a mount (transactions, items, locks...)', load: async () => (await import('./counters.js')).run },
 };
 
 function usage(): string {

@@ -3,7 +3,7 @@
  * image files attached to loop devices; `scoutfs mount` runs as a child
  * process (foreground, as a harness node would run it); files are created
  * and written through the kernel; `scoutfs walk-inodes` lists a touched
- * file's new meta_seq after the CLI's implicit sync; stat, statfs, df and
+ * file's new meta_seq after the CLI's implicit sync; stat, statfs, counters, df and
  * sync answer; SIGTERM commits and unmounts with exit 0; a second mount
  * reads the data back; `umount MNT` stops the daemon too; `scoutfs fsck`
  * is clean afterwards.  Also: malformed options and a busy mount point are
@@ -114,6 +114,11 @@ test('mount, write, walk-inodes, stat, statfs, df, SIGTERM, remount, read back, 
   assert.match(sf.out, /^fsid\s+[0-9a-f]{16}$/m);
   assert.match(sf.out, /^rid\s+[0-9a-f]{16}$/m);
   assert.match(sf.out, /^committed_seq\s+\d+$/m);
+  const ct = await scoutfs('counters', mnt);
+  assert.equal(ct.code, 0, ct.err);
+  assert.match(ct.out, /^trans\.transSeq\s+\d+$/m);
+  assert.match(ct.out, /^server\.logTrees\.getsOpened\s+[1-9]\d*$/m);
+  assert.ok(!/^trans\.step\s/m.test(ct.out), 'text fields are not counters');
   const df = await scoutfs('df', mnt);
   assert.equal(df.code, 0, df.err);
   assert.match(df.out, /^MetaData\s+64KB/m);
