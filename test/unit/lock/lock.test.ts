@@ -21,7 +21,8 @@
  *   - bad messages shut connections down (3.3): a LOCK request of the wrong
  *     size, with a bad mode or a key that starts no lock, an invalidation
  *     to a mode other than NULL or READ, an error answer to an
- *     invalidation (sent again after the reconnect);
+ *     invalidation or to a LOCK request, a recovery batch out of key order
+ *     (each sent again after the reconnect);
  *   - the deliberately broken server (breakNextGrants) leaves incompatible
  *     holders, and both the server's invariant check and the holders' own
  *     view say so.
@@ -34,7 +35,8 @@ import { FsError } from '../../../src/format/errors.js';
 import { INDEX_TYPE, inodeKey } from '../../../src/format/items.js';
 import { key } from '../../../src/format/key.js';
 import { inodeLockRange, indexLockRange, renameLockRange } from '../../../src/format/lock.js';
-import { NET_CMD, encodeNetLock } from '../../../src/format/net.js';
+import { NET_CMD, encodeNetLock, encodeNetLockRecover } from '../../../src/format/net.js';
+import { DEFERRED, type IncomingRequest } from '../../../src/net/connection.js';
 import { greetingPayload, rawFrame, RawPeer } from '../net/util.js';
 import { FSID, LockWorld, MemSeqs, SERVER_ADDR, type Mount } from './world.js';
 import { LockClient, type LockHandle } from '../../../src/lock/client.js';
@@ -281,14 +283,8 @@ test('bad messages shut connections down (3.3); an error answer to an invalidati
 
   // b answers an invalidation with an error: the server shuts b down and asks again.
   b.locks.unlock(await w.settle(b.locks.lock('READ', G1)));
-  const reg = b.net.handlers.get(NET_CMD.LOCK)!;
-  let fails = 1;
-  (b.net.handlers as unknown as { map: Map<number, unknown> }).map.set(NET_CMD.LOCK, {
-    ...reg,
-    fn: (req: Parameters<typeof reg.fn>[0]) => {
-      if (fails-- > 0) throw new FsError('EIO', 'answering the invalidation with an error');
-      return reg.fn(req);
-    },
+  misbehave(b.net.handlers, NET_CMD.LOCK, 1, () => {
+    throw new FsError('EIO', 'answering the invalidation with an error');
   });
   const ha = await w.settle(a.locks.lock('WRITE', G1));
   assert.equal(w.server.counters.badResponses, 1);
@@ -358,4 +354,45 @@ test('in-process transport: two mounts take turns on a WRITE lock, committing an
   assert.ok(mounts.every((m) => m.st.syncs >= 1 && m.st.dropped >= 1), 'each hand-over committed and dropped the cache');
   for (const m of mounts) m.c.shutdown();
   server.shutdown();
+});
+
+/** Replace a registered handler for the next `times` calls (a peer that misbehaves). */
+function misbehave(table: { get(cmd: number): unknown }, cmd: number, times: number,
+  bad: (req: IncomingRequest) => Uint8Array | typeof DEFERRED): void {
+  const reg = table.get(cmd) as { fn: (req: IncomingRequest) => unknown; ordered: boolean; sizeFatal: boolean };
+  let left = times;
+  (table as unknown as { map: Map<number, unknown> }).map.set(cmd, {
+    ...reg,
+    fn: (req: IncomingRequest) => (left-- > 0 ? bad(req) : reg.fn(req)),
+  });
+}
+
+test('a grant answered with an error, and a recovery batch out of order, shut the connection down and are asked again', async () => {
+  const w = new LockWorld(6n);
+  await w.startServer();
+  const a = w.mount('a');
+  await w.connected();
+  // The server answers a's first LOCK request with an error (3.3: shut down; we ask again).
+  misbehave(w.net.handlers, NET_CMD.LOCK, 1, () => {
+    throw new FsError('EIO', 'a server that answers LOCK with an error');
+  });
+  const connects = a.net.stats.connects;
+  const h = await w.settle(a.locks.lock('WRITE', G1));
+  assert.equal(a.locks.counters.badMessages, 1);
+  assert.ok(a.net.stats.connects > connects, 'the connection was shut down and came back');
+  assert.equal(a.locks.counters.requests, 2, 'the request was sent again');
+  a.locks.unlock(h);
+  a.locks.unlock(await w.settle(a.locks.lock('READ', G2)));
+
+  // After a server crash, a's first recovery answer is out of key order: the server shuts it down and asks again.
+  w.crashServer();
+  misbehave(a.net.handlers, NET_CMD.LOCK_RECOVER, 1, () => encodeNetLockRecover([
+    { key: G2.start, write_seq: 0n, old_mode: 1, new_mode: 1 }, { key: G1.start, write_seq: 200n, old_mode: 2, new_mode: 2 },
+  ]));
+  const s2 = await w.startServer({ recover: [a.rid] });
+  await w.sim.runUntil(() => !s2.recovering, 5000);
+  assert.equal(s2.counters.badResponses, 1);
+  assert.equal(s2.heldBy(a.rid, G1.start), 'WRITE');
+  assert.equal(s2.heldBy(a.rid, G2.start), 'READ');
+  assert.deepEqual(s2.checkInvariants(), []);
 });
