@@ -5,8 +5,8 @@
  * and written through the kernel; `scoutfs walk-inodes` lists a touched
  * file's new meta_seq after the CLI's implicit sync; stat, statfs, df and
  * sync answer (statfs with the volume's fsid and totals, df with rows
- * that add up and count the data written); SIGTERM commits and unmounts with exit 0; a second mount
- * reads the data back; `umount MNT` stops the daemon too; `scoutfs fsck`
+ * that add up and count the data written); SIGTERM commits and unmounts
+ * with exit 0; a second mount reads the data back; `umount MNT` stops the daemon too; `scoutfs fsck`
  * is clean afterwards.  Also: malformed options and a busy mount point are
  * refused with a non-zero exit and leave nothing mounted.  Names longer
  * than 255 bytes (NAME_MAX counts bytes, not characters) are refused with
