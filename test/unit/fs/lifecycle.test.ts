@@ -153,11 +153,10 @@ test('statfs counts inodes and blocks', async () => {
   await m2.close();
 });
 
-// PROTOCOL.md 7 (STATFS): inode count = super.inode_count + the
-// inode_count_delta of every lt.  src/mount/mount.ts serverSpace() gives
-// super.inode_count alone, so inodes created since the mount's log merge
-// are not counted (df -i is stale until the next mount).
-test('statfs counts the inodes of committed log trees, not only the merged ones', { todo: 'serverSpace() in src/mount/mount.ts omits the lt inode_count_delta sum' }, async () => {
+// PROTOCOL.md 7.4 (STATFS): inode count = super.inode_count + the
+// inode_count_delta of every lt, so inodes created since the last log
+// merge count as soon as their transaction commits.
+test('statfs counts the inodes of committed log trees, not only the merged ones', async () => {
   const p = mkfsPair();
   const m = await mountPair(p);
   const fs = m.fs;
