@@ -31,7 +31,8 @@
  *   6. CANDIDATE with enough votes: LEADER, broadcast HEARTBEAT, timeout =
  *      heartbeat interval, write ELECT, start the server with this term;
  *   7. LEADER whose timeout passed: broadcast HEARTBEAT, re-arm;
- *   8. any HEARTBEAT: timeout = heartbeat timeout;
+ *   8. any HEARTBEAT: timeout = heartbeat timeout (and a CANDIDATE of
+ *      that term becomes FOLLOWER: see below);
  *   9. FOLLOWER receiving RESIGNATION of our term: election timeout;
  *  10. FOLLOWER receiving REQUEST_VOTE while voteFor == -1: vote for the
  *      sender (unicast VOTE of our term); granting a vote does not reset
@@ -44,6 +45,12 @@
  *     reference clears it), so a candidate or leader that falls back to
  *     FOLLOWER in the same term (a resignation, a lost two-leader
  *     tie-break) cannot vote for a second leader of that term.
+ *   - A CANDIDATE that hears a HEARTBEAT of its own term (it lost the
+ *     election) becomes a FOLLOWER of that leader.  The reference leaves
+ *     it a candidate, deaf to a RESIGNATION of that term (step 9 is for
+ *     followers), until its 5 s timeout; as a follower its status names
+ *     the leader and a resignation starts the next election at once.  It
+ *     still cannot vote in that term (it voted for itself).
  *   - No vote in the starting term.  The reference forgets voteFor on
  *     restart, so a member that voted in term T, crashed and came back at
  *     starting term T could vote again in T and elect a second leader of
@@ -277,6 +284,8 @@ export class Election {
           this.timeoutMs = now + this.timing.heartbeatTimeoutMs;
         }
       } else {
+        // A candidate that hears the leader of its term follows it.
+        if (this.role === 'CANDIDATE') this.role = 'FOLLOWER';
         this.leaderSlot = msg.from;
         this.timeoutMs = now + this.timing.heartbeatTimeoutMs;
       }
