@@ -28,7 +28,8 @@
  * The rules others apply to the blocks (pure functions over decoded blocks):
  *   - serverFromBlocks ("server address", 2.4): among present slots, the
  *     one whose ELECT term is greatest among those with ELECT.term >
- *     STOP.term; none means no server (clients retry later);
+ *     STOP.term (a tie, possible with two slots only, goes to the later
+ *     ELECT); none means no server (clients retry later);
  *   - startingTerm (2.4): the greatest term of any event with a non-zero
  *     rid in any present slot's block;
  *   - oldLeaders (2.6 step 1): the records a new leader must fence, see
@@ -145,15 +146,26 @@ export interface ServerLocation {
   addr: string;
 }
 
-/** PROTOCOL.md 2.4 "server address". */
+/**
+ * PROTOCOL.md 2.4 "server address".  Two running ELECT events of one term
+ * happen only with two slots (both sides of a partition elect themselves);
+ * then the later ELECT (by its timestamp) wins: the later leader read the
+ * blocks after its ELECT and fenced the earlier one, unless both fenced
+ * each other.  The reference leaves the tie to slot order, which can point
+ * clients at the fenced leader for good.
+ */
 export function serverFromBlocks(blocks: readonly (QuorumBlock | undefined)[], cfg: QuorumConfig): ServerLocation | null {
   let best: ServerLocation | null = null;
+  let bestTs = { sec: 0n, nsec: 0 };
   for (const slot of cfg.present) {
     const blk = blocks[slot];
     assert(blk !== undefined, `no block read for present slot ${slot}`);
-    const elect = eventTerm(blk, 'ELECT');
-    if (elect > eventTerm(blk, 'STOP') && (best === null || elect > best.term)) {
-      best = { slot, term: elect, addr: cfg.addrs[slot]! };
+    const elect = ev(blk, 'ELECT');
+    if (elect.term <= eventTerm(blk, 'STOP')) continue;
+    const later = elect.ts.sec > bestTs.sec || (elect.ts.sec === bestTs.sec && elect.ts.nsec > bestTs.nsec);
+    if (best === null || elect.term > best.term || (elect.term === best.term && later)) {
+      best = { slot, term: elect.term, addr: cfg.addrs[slot]! };
+      bestTs = elect.ts;
     }
   }
   return best;

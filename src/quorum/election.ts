@@ -27,7 +27,8 @@
  *      our own bit, broadcast REQUEST_VOTE, election timeout, write TERM
  *      (voteFor: see below);
  *   5. CANDIDATE receiving VOTE: set the sender's bit (a bit already set
- *      means two mounts use one slot: a warning);
+ *      is a warning: two mounts use one slot, or the network duplicated
+ *      the datagram; the two cannot be told apart);
  *   6. CANDIDATE with enough votes: LEADER, broadcast HEARTBEAT, timeout =
  *      heartbeat interval, write ELECT, start the server with this term;
  *   7. LEADER whose timeout passed: broadcast HEARTBEAT, re-arm;
@@ -238,7 +239,7 @@ export class Election {
           this.counters.duplicateVotes++;
           out.push({
             kind: 'warn', what: 'duplicateVote',
-            text: `second vote from slot ${msg.from} in term ${this.term}: two mounts are using quorum slot ${msg.from}`,
+            text: `second vote from slot ${msg.from} in term ${this.term}: a duplicated datagram, or two mounts using quorum slot ${msg.from}`,
           });
         }
         this.voteBits |= bit(msg.from);

@@ -305,6 +305,15 @@ export class Quorum {
     return this.server?.state === 'running';
   }
 
+  /** shutdown(), abandon() or a failure stopped the loop. */
+  get stopped(): boolean {
+    return this.stopping;
+  }
+
+  get leaderSlot(): number {
+    return this.election.leaderSlot;
+  }
+
   get failed(): Error | null {
     return this.failedWith;
   }

@@ -242,7 +242,8 @@ export class QuorumSim {
 
   /** The live incarnations whose quorum service runs. */
   live(): Incarnation[] {
-    return this.current.filter((i) => this.alive(i) && i.quorum !== null && i.failed === null && i.quorum.failed === null);
+    return this.current.filter((i) => this.alive(i) && i.quorum !== null && i.failed === null && i.quorum.failed === null &&
+      !i.quorum.stopped);
   }
 
   /** Start (or restart after a crash) the member of a slot; its Quorum starts asynchronously. */
@@ -367,7 +368,7 @@ export class QuorumSim {
     if (l.server?.state !== 'ready' || !l.quorum!.serverReady) return null;
     for (const i of live) {
       if (i === l) continue;
-      if (i.quorum!.role !== 'FOLLOWER' || i.quorum!.term !== l.quorum!.term || i.quorum!.status().leaderSlot !== l.slot) return null;
+      if (i.quorum!.role !== 'FOLLOWER' || i.quorum!.term !== l.quorum!.term || i.quorum!.leaderSlot !== l.slot) return null;
     }
     return l;
   }

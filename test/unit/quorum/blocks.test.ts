@@ -157,6 +157,12 @@ test('server address, starting term and old leaders follow 2.4 and 2.6', async (
   await s1.writeEvent('TERM', 5n);
   await s1.writeEvent('ELECT', 5n);
   assert.deepEqual(serverFromBlocks(await blocks(), cfg), { slot: 1, term: 5n, addr: '127.0.0.2:7000' }, 'greatest running ELECT');
+  // A tie (two slots on both sides of a partition): the later ELECT wins.
+  clock.advance(1000);
+  await s3.writeEvent('ELECT', 5n);
+  assert.deepEqual(serverFromBlocks(await blocks(), cfg), { slot: 3, term: 5n, addr: '127.0.0.4:7000' }, 'later ELECT of the same term');
+  await s3.writeEvent('STOP', 5n);
+  assert.deepEqual(serverFromBlocks(await blocks(), cfg), { slot: 1, term: 5n, addr: '127.0.0.2:7000' });
   assert.equal(startingTerm(await blocks(), cfg), 5n);
 
   // Slot 1 leads term 5: it must fence slot 0 (ELECT 2 > STOP 0, >= fenced 2).
