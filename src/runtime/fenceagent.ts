@@ -29,9 +29,11 @@
  *        or another process on the pid).  A process that has exited has
  *        closed its device file descriptors: it cannot write any more.
  *     3. abort those FUSE connections (/sys/fs/fuse/connections/<minor>/
- *        abort), then lazily unmount (umount -l) the mount point if a FUSE
- *        file system is still mounted there in our mount namespace; the
- *        mount point must be free afterwards, else error.
+ *        abort, when fusectl is mounted; without it the kernel has aborted
+ *        the connection already, when the dead daemon's /dev/fuse
+ *        descriptor closed), then lazily unmount (umount -l) the mount
+ *        point if a FUSE file system is still mounted there in our mount
+ *        namespace; the mount point must be free afterwards, else error.
  *     4. remove the registration.
  *   Writes the killed daemon had handed to the kernel before it died sit
  *   in this host's page cache of the device, which every node on this host
@@ -343,6 +345,8 @@ export class LocalFenceAgent implements FenceAgent {
         } catch (e) {
           lines.push(`could not abort FUSE connection ${c}: ${(e as Error).message}`);
         }
+      } else {
+        lines.push(`FUSE connection ${c}: no ${abort} (fusectl not mounted); the kernel aborted it when the daemon's /dev/fuse closed`);
       }
     }
     for (let i = 0; i < 8; i++) {
