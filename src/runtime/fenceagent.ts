@@ -90,6 +90,18 @@ export function ridHex(rid: bigint): string {
   return rid.toString(16).padStart(16, '0');
 }
 
+/**
+ * The agent a server uses: the configured command (run by /bin/sh -c, so
+ * it may be a script path with arguments) or, when none is configured,
+ * the local agent over runDir.
+ */
+export function makeFenceAgent(o: { command?: string | null; runDir?: string } = {}): FenceAgent {
+  if (o.command !== undefined && o.command !== null && o.command.trim() !== '') {
+    return new CommandFenceAgent(['/bin/sh', '-c', o.command]);
+  }
+  return new LocalFenceAgent({ runDir: o.runDir });
+}
+
 /* ---- a configured command ----------------------------------------------------- */
 
 const OUTPUT_LIMIT = 8192;

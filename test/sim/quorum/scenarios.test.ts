@@ -52,6 +52,13 @@ for (const n of [1, 2, 3, 5]) {
         await qs.startAll();
         const l = await stableLeader(qs);
         await assertBlocksAdvertise(qs, l);
+        const st = l.quorum!.status();
+        assert.equal(st.role, 'LEADER');
+        assert.equal(st.leaderSlot, l.slot);
+        assert.equal(st.votesNeeded, n < 3 ? 1 : Math.floor(n / 2) + 1);
+        assert.deepEqual(st.server, { term: st.term, state: 'running' });
+        assert.equal(st.counters.elected, 1);
+        assert.equal(st.failed, null);
         // It stays that way: heartbeats keep followers from elections.
         const term = l.quorum!.term;
         const stood = qs.live().map((i) => i.quorum!.counters.candidacies);

@@ -19,7 +19,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeClock } from '../../../src/runtime/clock.js';
-import { CommandFenceAgent, procStat } from '../../../src/runtime/fenceagent.js';
+import { CommandFenceAgent, LocalFenceAgent, makeFenceAgent, procStat } from '../../../src/runtime/fenceagent.js';
 import { LifecycleError } from '../../../src/format/errors.js';
 import { QUORUM_EVENT } from '../../../src/format/quorum.js';
 import { FenceError, FenceRequests, ServerFencing } from '../../../src/server/fence.js';
@@ -62,6 +62,15 @@ test('the agent command gets rid, address and reason; exit 0 fences', async () =
   assert.equal(reqs.nextCompleted(), null);
   assert.deepEqual(reqs.counters, { started: 1, fenced: 1, errors: 0, timeouts: 0 });
   assert.ok(lines.some((l) => l.includes('fence: rid 0000000000abcdef fenced (reason client_reconnect)')));
+});
+
+test('makeFenceAgent: a configured command runs through the shell, else the local agent', async () => {
+  const out = join(dir, 'env0');
+  const a = makeFenceAgent({ command: `echo "$SCOUTFS_FENCE_REASON" > ${out}` });
+  assert.deepEqual(await a.fence({ rid: 1n, addr: '1.2.3.4', reason: 'client_recovery' }, new AbortController().signal), { ok: true, output: '' });
+  assert.equal(readFileSync(out, 'utf8'), 'client_recovery\n');
+  assert.ok(makeFenceAgent({ runDir: dir }) instanceof LocalFenceAgent);
+  assert.ok(makeFenceAgent({ command: '  ' }) instanceof LocalFenceAgent);
 });
 
 test('a failing agent is an error logged with rid, reason, address and its output', async () => {
