@@ -220,6 +220,9 @@ export class Quorum {
       sock.close();
       throw e;
     }
+    // The loop starts now and first waits for a timeout of at least the
+    // election minimum, so no hook runs before the caller has q in hand.
+    q.loopDone = q.loop();
     return q;
   }
 
@@ -236,7 +239,6 @@ export class Quorum {
     this.log(`started, rid ${hexRid(this.rid)}, starting term ${term}, ${this.config.present.length} slots, ` +
       `votes needed ${this.config.votesNeeded}, ` +
       (server === null ? 'no server advertised' : `server advertised at slot ${server.slot} term ${server.term}`));
-    this.loopDone = this.loop();
   }
 
   /* ---- public API --------------------------------------------------------------- */
