@@ -43,13 +43,13 @@
 import assert from 'node:assert/strict';
 import { checkBlock } from '../format/block.js';
 import { CorruptionError, FsError } from '../format/errors.js';
-import { getU32, getU64 } from '../format/layout.js';
-import { MAGIC, SM_BLOCK_SIZE, SUPER_BLKNO, SUPER_FLAG_META_BDEV } from '../format/constants.js';
+import { SM_BLOCK_SIZE } from '../format/constants.js';
 import {
   decodeQuorumBlock, encodeQuorumBlock, quorumBlkno, QUORUM_EVENT, QUORUM_EVENT_NAMES,
   type QuorumBlock, type QuorumEvent,
 } from '../format/quorum.js';
-import { decodeSuper, type Super } from '../format/super.js';
+import type { Super } from '../format/super.js';
+import { readMetaSuper } from '../block/super.js';
 import type { BlockDevice } from '../runtime/device.js';
 import type { Clock } from '../runtime/clock.js';
 import { quorumConfig, type QuorumConfig } from './config.js';
@@ -251,31 +251,6 @@ function bigMax(a: bigint, b: bigint): bigint {
 
 /* ---- the client's lookup -------------------------------------------------------- */
 
-const SUPER_OFF = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
-
-/**
- * The metadata device's super, verified (crc, magic, blkno, META flag),
- * for quorum lookups by mounts that do not hold it already.
- */
-export async function readQuorumSuper(dev: BlockDevice): Promise<Super> {
-  if (dev.sizeBytes < SUPER_OFF + BigInt(SM_BLOCK_SIZE)) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', 'device too small to hold a super block');
-  }
-  let b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
-  let fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
-  if (fail !== null) {
-    b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
-    fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
-  }
-  if (getU32(b, 4) !== MAGIC.super) throw new CorruptionError(dev.path, SUPER_BLKNO, 'magic', 'no scoutfs super block');
-  if (fail !== null) throw new CorruptionError(dev.path, SUPER_BLKNO, fail.check, `super block: ${fail.detail}`);
-  const sb = decodeSuper(b);
-  if ((sb.flags & SUPER_FLAG_META_BDEV) === 0n) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', 'not a metadata device (META_BDEV flag clear)');
-  }
-  return sb;
-}
-
 /**
  * Where the server is (PROTOCOL.md 2.4, 3.9): "a.b.c.d:port" of the slot
  * advertising the newest running server, with its slot and term; null when
@@ -283,7 +258,7 @@ export async function readQuorumSuper(dev: BlockDevice): Promise<Super> {
  * mount, if the caller has it (its fsid and qconf never change).
  */
 export async function findServerAddress(metaDev: BlockDevice, sb?: Super): Promise<ServerLocation | null> {
-  const s = sb ?? await readQuorumSuper(metaDev);
+  const s = sb ?? await readMetaSuper(metaDev);
   const cfg = quorumConfig(s);
   const blocks = await readQuorumBlocks(metaDev, s.hdr.fsid, cfg);
   return serverFromBlocks(blocks, cfg);

@@ -222,5 +222,5 @@ test('findServerAddress reads the super itself and refuses a data device', async
   const data = structuredClone(sb);
   data.flags = 0n;
   meta.writeSync(16n * 4096n, encodeSuper(data));
-  await assert.rejects(findServerAddress(meta), /not a metadata device/);
+  await assert.rejects(findServerAddress(meta), /this is a data device \(META_BDEV flag clear\)/);
 });

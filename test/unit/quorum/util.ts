@@ -6,7 +6,7 @@
 import { planMkfs } from '../../../src/mkfs/mkfs.js';
 import { MemoryBlockDevice } from '../../../src/runtime/memdevice.js';
 import { parseIpv4 } from '../../../src/format/common.js';
-import { readQuorumSuper } from '../../../src/quorum/blocks.js';
+import { readMetaSuper } from '../../../src/block/super.js';
 import type { Super } from '../../../src/format/super.js';
 
 const MIB = 1024n * 1024n;
@@ -36,5 +36,5 @@ export async function quorumVolume(slots: SlotSpec[], fsid = 0xfeedn): Promise<Q
     }),
   }, 256n * MIB, 64n * MIB, { fsid, uuid: new Uint8Array(16).fill(3), now: { sec: 1n, nsec: 0 } });
   for (const w of plan.writes) if (w.dev === 'meta') meta.writeSync(w.off, w.bytes);
-  return { meta, sb: await readQuorumSuper(meta) };
+  return { meta, sb: await readMetaSuper(meta) };
 }
