@@ -32,9 +32,15 @@
  *   - create() gets no open flags, only the mode: the kernel already did
  *     the O_EXCL check through lookup, so we open O_CREAT|O_RDWR.
  *   - Mount options: the binding only emits options from a fixed list, but
- *     appends `fsname` verbatim to the -o string, which is how big_writes
- *     and max_write reach libfuse (without them every write is one 4 KiB
- *     request).  The mount log prints the full option string.
+ *     appends `fsname` verbatim to the -o string, which is how options
+ *     reach libfuse.  The passthrough mounts with the scoutfs mount's own
+ *     option string (src/fuse/adapter.ts fuseOptions: attr_timeout=0,
+ *     entry_timeout, negative_timeout=0, default_permissions, use_ino,
+ *     big_writes, max_write), so the two targets pay for the same kernel
+ *     caching and permission checks and a ratio measures our code, not
+ *     different options.  Only the subtype differs (fuse.passthrough), and
+ *     allow_other is dropped when not root.  The mount log prints the full
+ *     option string.
  *
  * Lifecycle: prints "mounted BACKING at MOUNTPOINT (options)" once the
  * kernel finished FUSE_INIT; on SIGTERM or SIGINT it unmounts
@@ -45,6 +51,7 @@ import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fuseOptions, MAX_WRITE_BYTES } from '../src/fuse/adapter.js';
 
 const require = createRequire(import.meta.url);
 
@@ -58,6 +65,12 @@ interface FuseCtor {
 }
 
 const Fuse = require('fuse-native') as FuseCtor;
+
+/** The scoutfs mount's FUSE options for a passthrough mount (see the header). */
+export function passthroughOptions(fsname: string): string {
+  const o = fuseOptions(fsname).split(',').map((x) => (x === 'subtype=scoutfs' ? 'subtype=passthrough' : x));
+  return (process.getuid?.() === 0 ? o : o.filter((x) => x !== 'allow_other')).join(',');
+}
 
 function errno(e: unknown): number {
   const n = (e as { errno?: unknown }).errno;
@@ -135,9 +148,9 @@ function main(): void {
   const mnt = resolve(mntArg);
   if (!fs.statSync(backing).isDirectory()) throw new Error(`${backing} is not a directory`);
   const opts = {
-    // Appended verbatim to -o by the binding: the way to pass big writes.
-    fsname: 'perf-passthrough,big_writes,max_write=131072',
-    maxRead: 131072,
+    // Appended verbatim to -o by the binding: the scoutfs mount's options.
+    fsname: passthroughOptions('perf-passthrough'),
+    maxRead: MAX_WRITE_BYTES,
     timeout: 120_000,
     mkdir: true,
   };

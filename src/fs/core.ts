@@ -68,7 +68,8 @@ export interface FsDeps {
   totalDataBlocks: bigint;
   allocInodes: (count: bigint) => Promise<{ ino: bigint; nr: bigint }>;
   lastSeq: () => Promise<bigint>;
-  serverSpace: () => ServerSpace;
+  /** The server's STATFS answer (PROTOCOL.md 7.4) without our open lt's data roots. */
+  serverSpace: () => Promise<ServerSpace>;
   inodeBatch?: bigint;
 }
 

@@ -323,13 +323,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       totalDataBlocks: metaSb.total_data_blocks,
       allocInodes: (count) => allocInodes(commitq, count),
       lastSeq: () => lts.getLastSeq(),
-      serverSpace: () => ({
-        metaFree: vol.sb.meta_alloc[0].total_len + vol.sb.meta_alloc[1].total_len,
-        dataFree: vol.sb.data_alloc.total_len,
-        totalMeta: vol.sb.total_meta_blocks,
-        totalData: vol.sb.total_data_blocks,
-        inodeCount: vol.sb.inode_count,
-      }),
+      serverSpace: () => lts.statfs(rid),
       inodeBatch: t.inodeBatch,
     });
     teardown.push({ name: 'fs', fn: () => fs.destroy() });

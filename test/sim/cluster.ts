@@ -264,7 +264,7 @@ export interface ClusterOptions {
   readCorruptProbability?: number;
   /** Latency of every node's disk writes and flushes (default [0, 2] ms; see NodeDisk). */
   ioMs?: readonly [number, number];
-  /** Serialize a mount's concurrent srch appends (see ClientNode.srch; default true). */
+  /** Also serialize a mount's concurrent srch appends in the harness (see ClientNode.srch; default false). */
   serializeSrch?: boolean;
   /** TEST OF THE TEST: every server incarnation's first n conflicting grants skip invalidation. */
   brokenLocks?: number;
