@@ -182,6 +182,20 @@ async function main(): Promise<number> {
           ...(row.mapOpsPerSec ? { note: `Map does it ${(row.mapOpsPerSec / row.opsPerSec).toFixed(1)}x faster` } : { note: `${row.ms} ms` }),
         });
       }
+      progress('locks: cluster lock hand-overs and lock traffic per operation (perf/locks.ts)');
+      const { runLocksBench } = await import('./locks.js');
+      for (const row of await runLocksBench({ rounds: args.quick ? 500 : 2000 })) {
+        report.metrics.push({
+          id: 'locks.handover', group: 'micro', name: row.name, value: row.opsPerSec, unit: 'ops/s', higherIsBetter: true,
+          nsPerOp: Math.round((row.ms * 1e6) / row.ops),
+          note: `per op: ${row.requestsPerOp.toFixed(2)} LOCK requests, ${row.grantsPerOp.toFixed(2)} grants, ` +
+            `${row.invalidationsPerOp.toFixed(2)} invalidations (lock protocol and message layer only; see perf/locks.ts)`,
+        });
+        report.metrics.push({
+          id: 'locks.frames-per-op', group: 'micro', name: 'lock messages per hand-over (frames, both ways)',
+          value: row.framesPerOp, unit: 'frames/op', higherIsBetter: false,
+        });
+      }
     }
   }
   if (!args.microOnly) {

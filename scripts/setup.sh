@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages.  libfuse2 and fuse serve fuse-native; util-linux gives
 # losetup; e2fsprogs gives mkfs.ext4 and fio the random I/O for the perf
 # baselines; iproute2 gives the harness its network namespaces; attr gives
-# setfattr/getfattr for the xattr tests through FUSE.
+# setfattr/getfattr for the xattr tests through FUSE; xz-utils unpacks the
+# reference mkfs images and python3 finds their holes (SEEK_DATA).
 need=()
-for pkg in libfuse2 fuse util-linux e2fsprogs iproute2 fio attr; do
+for pkg in libfuse2 fuse util-linux e2fsprogs iproute2 fio attr xz-utils python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -197,9 +197,10 @@ export class ScoutFs implements Fs {
 
   statfs(): Promise<StatFs> {
     return this.c.reading(async () => {
-      const sp = this.c.d.serverSpace();
+      // The server leaves out our open lt's data roots; ours are live.
+      const sp = await this.c.d.serverSpace();
       const lt = this.c.d.trans.forest?.lt ?? null;
-      const dataFree = sp.dataFree + (lt?.data_avail.total_len ?? 0n);
+      const dataFree = sp.dataFree + (lt === null ? 0n : lt.data_avail.total_len + lt.data_freed.total_len);
       const totalDataBlocks = sp.totalData - DATA_DEV_START_BLKNO;
       return {
         blockSize: SM_BLOCK_SIZE,

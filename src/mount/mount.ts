@@ -38,7 +38,7 @@
  *
  * No cluster locks yet: this is a single node and nothing else may mount
  * the volume at the same time.  The Fs passes the item cache the lock
- * range each key would have (src/forest/lockkeys.ts) in WRITE mode, so the
+ * range each key would have (src/format/lock.ts) in WRITE mode, so the
  * bloom keys written are the ones a cluster mount would compute, and a lock
  * client can later be slotted in between.  Nothing fences a second mount:
  * running two is undefined.
@@ -323,13 +323,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       totalDataBlocks: metaSb.total_data_blocks,
       allocInodes: (count) => allocInodes(commitq, count),
       lastSeq: () => lts.getLastSeq(),
-      serverSpace: () => ({
-        metaFree: vol.sb.meta_alloc[0].total_len + vol.sb.meta_alloc[1].total_len,
-        dataFree: vol.sb.data_alloc.total_len,
-        totalMeta: vol.sb.total_meta_blocks,
-        totalData: vol.sb.total_data_blocks,
-        inodeCount: vol.sb.inode_count,
-      }),
+      serverSpace: () => lts.statfs(rid),
       inodeBatch: t.inodeBatch,
     });
     teardown.push({ name: 'fs', fn: () => fs.destroy() });

@@ -126,7 +126,22 @@ export class Volume {
     return v;
   }
 
+  /**
+   * Loop devices over existing images (made elsewhere, e.g. by the
+   * reference mkfs) and a mount point; the images stay the caller's.
+   * Such a volume has no quorum port of ours: mkfs() is not for it.
+   */
+  static async attach(reg: CleanupRegistry, base: string, name: string, metaImage: string, dataImage: string): Promise<Volume> {
+    const dir = join(base, name);
+    const mnt = join(dir, 'mnt');
+    await fsp.mkdir(mnt, { recursive: true });
+    const meta = (await attachLoop(reg, metaImage)).path;
+    const data = (await attachLoop(reg, dataImage)).path;
+    return new Volume(reg, dir, name, meta, data, metaImage, dataImage, mnt, 0);
+  }
+
   async mkfs(extra: string[] = [], meta = this.meta, data = this.data): Promise<void> {
+    assert(this.port !== 0, 'an attached volume has no quorum port of ours');
     const r = await scoutfs('mkfs', '-A', '-f', ...extra, '-Q', `0,127.0.0.1,${this.port}`, meta, data);
     assert.equal(r.code, 0, r.out + r.err);
   }
