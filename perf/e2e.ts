@@ -223,7 +223,7 @@ function fuseTarget(o: E2EOptions, out: E2EOutcome): Scenario {
         proc = await startProc(ctx.registry, {
           name,
           command: process.execPath,
-          args: [PASSTHROUGH, backing, mnt],
+          args: [PASSTHROUGH, '--product', backing, mnt],
           logPath: join(ctx.runDir, `${name}.log`),
           stopTimeoutMs: 10_000,
         });

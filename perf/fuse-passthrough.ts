@@ -3,7 +3,7 @@
  * passthrough filesystem written with fuse-native@2 that mirrors a backing
  * directory (a tmpfs in the suite) at a mount point.
  *
- *   node dist/perf/fuse-passthrough.js BACKING_DIR MOUNTPOINT
+ *   node dist/perf/fuse-passthrough.js [--product] BACKING_DIR MOUNTPOINT
  *
  * Why it exists.  Our scoutfs mount goes through the same binding, so the
  * cost of FUSE + fuse-native + one JS thread is a floor no FUSE filesystem
@@ -34,17 +34,17 @@
  *   - Mount options: the binding only emits options from a fixed list, but
  *     appends `fsname` verbatim to the -o string, which is how options
  *     reach libfuse.  Two sets:
- *       - PRODUCT_OPTIONS, what the perf suite mounts (issue #10: "the
+ *       - PRODUCT_OPTIONS, with --product, what the perf suite mounts (issue #10: "the
  *         cache options it would use as a product"): libfuse2's largest
  *         requests (big_writes, max_write 128 KiB), kernel_cache (its
  *         backing tmpfs is written only through this mount, so pages stay
  *         valid across opens) and libfuse's default 1 s entry and
  *         attribute timeouts (longer ones would hide changes made to the
  *         backing directory, which libfuse2's path API cannot invalidate).
- *       - passthroughOptions(), the scoutfs fuse-native mount's own option
- *         string (src/fuse/adapter.ts fuseOptions), which
- *         perf/fuse-opcount.ts uses so that its request counts compare the
- *         same kernel caching.  Only the subtype differs
+ *       - passthroughOptions(), by default: the scoutfs fuse-native mount's
+ *         own option string (src/fuse/adapter.ts fuseOptions), which
+ *         perf/fuse-opcount.ts uses too so that its request counts compare
+ *         the same kernel caching.  Only the subtype differs
  *         (fuse.passthrough), and allow_other is dropped when not root.
  *     The mount log prints the full option string.
  *
@@ -149,16 +149,18 @@ export function passthroughOps(backing: string): Record<string, unknown> {
 }
 
 function main(): void {
-  const [backing, mntArg] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const product = args[0] === '--product';
+  const [backing, mntArg] = product ? args.slice(1) : args;
   if (!backing || !mntArg) {
-    process.stderr.write('usage: fuse-passthrough.js BACKING_DIR MOUNTPOINT\n');
+    process.stderr.write('usage: fuse-passthrough.js [--product] BACKING_DIR MOUNTPOINT\n');
     process.exit(2);
   }
   const mnt = resolve(mntArg);
   if (!fs.statSync(backing).isDirectory()) throw new Error(`${backing} is not a directory`);
   const opts = {
     // Appended verbatim to -o by the binding (see the header).
-    fsname: PRODUCT_OPTIONS,
+    fsname: product ? PRODUCT_OPTIONS : passthroughOptions('perf-passthrough'),
     maxRead: MAX_WRITE_BYTES,
     timeout: 120_000,
     mkdir: true,
