@@ -26,9 +26,13 @@ export class UsageError extends Error {
 }
 
 export class CommandError extends Error {
-  constructor(message: string) {
+  /** Print the message alone, without the `scoutfs: CMD failed:` prefix. */
+  readonly bare: boolean;
+
+  constructor(message: string, opts: { bare?: boolean } = {}) {
     super(message);
     this.name = 'CommandError';
+    this.bare = opts.bare ?? false;
   }
 }
 

@@ -8,7 +8,7 @@
 import { statSync, realpathSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { parse, UsageError, CommandError, type CliIo } from './cli.js';
-import { runMkfs, MkfsError, type QuorumSlotArg } from '../src/mkfs/mkfs.js';
+import { runMkfs, MkfsError, type MkfsOptions, type QuorumSlotArg } from '../src/mkfs/mkfs.js';
 import { parseSize } from '../src/mkfs/size.js';
 import { parseIpv4 } from '../src/format/common.js';
 import { FileBlockDevice } from '../src/runtime/device.js';
@@ -48,7 +48,8 @@ function identity(path: string): Promise<string> {
   return Promise.resolve(`file:${st.dev}:${st.ino}:${realpathSync(path)}`);
 }
 
-export async function run(args: string[], io: CliIo): Promise<number> {
+/** The arguments of `scoutfs mkfs` as options for src/mkfs (null for --help). */
+export function parseMkfsArgs(args: string[]): MkfsOptions | null {
   const { values, positionals } = parse(args, {
     'quorum-slot': { type: 'string', short: 'Q', multiple: true },
     force: { type: 'boolean', short: 'f' },
@@ -59,10 +60,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     'format-version': { type: 'string', short: 'V' },
     help: { type: 'boolean', short: 'h' },
   }, USAGE);
-  if (values.help) {
-    io.out(USAGE);
-    return 0;
-  }
+  if (values.help) return null;
   if (positionals.length !== 2) throw new UsageError('must specify a META-DEVICE and a DATA-DEVICE', USAGE);
   const slots = (values['quorum-slot'] ?? []).map(parseSlot);
   if (slots.length === 0) throw new UsageError('must specify at least one quorum slot with -Q|--quorum-slot', USAGE);
@@ -77,29 +75,40 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     fmtVers = BigInt(values['format-version']);
   }
   const [metaPath, dataPath] = positionals as [string, string];
+  return {
+    metaPath, dataPath, slots,
+    force: values.force ?? false,
+    allowSmall: values['allow-small-size'] ?? false,
+    maxMetaBytes: sizeArg(values['max-meta-size'], 'max meta size'),
+    maxDataBytes: sizeArg(values['max-data-size'], 'max data size'),
+    dataAllocZoneBlocks: zone,
+    formatVersion: fmtVers,
+  };
+}
+
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const opts = parseMkfsArgs(args);
+  if (opts === null) {
+    io.out(USAGE);
+    return 0;
+  }
   try {
-    const { plan } = await runMkfs({
-      metaPath, dataPath, slots,
-      force: values.force ?? false,
-      allowSmall: values['allow-small-size'] ?? false,
-      maxMetaBytes: sizeArg(values['max-meta-size'], 'max meta size'),
-      maxDataBytes: sizeArg(values['max-data-size'], 'max data size'),
-      dataAllocZoneBlocks: zone,
-      formatVersion: fmtVers,
-    }, {
+    const { plan } = await runMkfs(opts, {
       open: (p, readOnly) => FileBlockDevice.open(p, { readOnly }),
       identity,
       randomBytes: (n) => new Uint8Array(randomBytes(n)),
+      // Microseconds of wall-clock time, as the reference mkfs stamps the root inode.
       now: () => {
-        const ms = Date.now();
-        return { sec: BigInt(Math.floor(ms / 1000)), nsec: (ms % 1000) * 1_000_000 };
+        const us = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
+        return { sec: us / 1_000_000n, nsec: Number(us % 1_000_000n) * 1000 };
       },
     });
     for (const w of plan.warnings) io.err(`${w}\n`);
     io.out(plan.summary);
     return 0;
   } catch (e) {
-    if (e instanceof MkfsError) throw new CommandError(e.message);
+    // The reference mkfs prints its refusals as a bare line and exits 1.
+    if (e instanceof MkfsError) throw new CommandError(e.message, { bare: true });
     throw e;
   }
 }

@@ -17,8 +17,14 @@ import { parse, UsageError, CommandError, type CliIo } from './cli.js';
 import { parseMountOptions, MountOptionError, runDaemon } from '../src/mount/daemon.js';
 import { DEFAULT_RUN_DIR, mountKey } from '../src/mount/control.js';
 
-export const USAGE = `usage: scoutfs mount -o metadev_path=META[,quorum_slot_nr=N] DATA-DEVICE MOUNT-POINT
-  -o OPTIONS          metadev_path=PATH (required), quorum_slot_nr=N (0-14)
+export const USAGE = `usage: scoutfs mount -o metadev_path=META[,quorum_slot_nr=N][,transport=T] DATA-DEVICE MOUNT-POINT
+  -o OPTIONS          metadev_path=PATH (required), quorum_slot_nr=N (0-14),
+                      transport=kernel (default: our FUSE protocol over /dev/fuse, kernel caches
+                      kept coherent by invalidation) or transport=fuse-native (libfuse2's path API:
+                      no invalidation, ioctl, fallocate, SEEK_DATA/HOLE, O_TMPFILE or
+                      RENAME_NOREPLACE; one node only), writeback_cache (kernel transport:
+                      write(2) acknowledged from the page cache; a full device is then
+                      reported at fsync/close only)
   -d, --detach        run in the background; wait until mounted
       --pid-file F    with -d: where to write the daemon pid (default ${DEFAULT_RUN_DIR}/<mount>.pid)
       --log-file F    with -d: where the daemon logs (default ${DEFAULT_RUN_DIR}/<mount>.log)
@@ -72,9 +78,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   child.on('exit', (c) => { exited = c ?? 1; });
   for (;;) {
     const text = readFileSync(logFile, 'utf8').slice(startAt);
-    // The daemon's line is "mounted DATA at MNT (...)"; openMount logs
-    // "mounted rid ..." earlier, before the FUSE mount exists.
-    if (/^mounted \S.* at /m.test(text)) {
+    if (/^mounted \S+ at /m.test(text)) {
       child.unref();
       io.out(`scoutfs mount: daemon pid ${child.pid} mounted ${mnt} (log ${logFile}, pid file ${pidFile})\n`);
       return 0;

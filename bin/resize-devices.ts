@@ -55,7 +55,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   let vol: ServerVolume | null = null;
   try {
     mkdirSync(DEFAULT_RUN_DIR, { recursive: true, mode: 0o700 });
-    for (const d of [metaPath, dataPath]) claims.push(claimDevice(DEFAULT_RUN_DIR, d));
+    for (const d of [metaPath, dataPath]) claims.push(await claimDevice(DEFAULT_RUN_DIR, d, '(offline)', () => {}, 0));
     metaDev = await FileBlockDevice.open(metaPath);
     dataDev = await FileBlockDevice.open(dataPath);
     const sb = await readMetaSuper(metaDev);

@@ -3,7 +3,9 @@
  * Each subcommand exports `run(args: string[], io: CliIo): Promise<number>`
  * and returns the exit status; output goes through `io` so tests can capture
  * it.  A usage error exits 2 with a message and the subcommand's usage; a
- * failure prints `scoutfs: <cmd> failed: <reason>` and exits 1.
+ * failure prints `scoutfs: <cmd> failed: <reason>` and exits 1 (a bare
+ * CommandError prints only the reason: mkfs's refusals, worded as the
+ * reference scoutfs mkfs words them).
  */
 import { realIo, type CliIo, UsageError, CommandError } from './cli.js';
 
@@ -21,6 +23,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   statfs: { summary: 'print scoutfs volume fields of a mount', load: async () => (await import('./statfs.js')).run },
   df: { summary: 'print metadata and data block usage of a mount', load: async () => (await import('./df.js')).run },
   sync: { summary: 'commit the open transaction of a mount', load: async () => (await import('./sync.js')).run },
+  counters: { summary: 'print every counter of a mount (transactions, items, locks...)', load: async () => (await import('./counters.js')).run },
   release: { summary: 'release a file region: its blocks go offline (archive)', load: async () => (await import('./release.js')).run },
   stage: { summary: 'stage archived bytes back into an offline file region', load: async () => (await import('./stage.js')).run },
   'data-waiting': { summary: 'list the offline blocks tasks are waiting for', load: async () => (await import('./data-waiting.js')).run },
@@ -29,7 +32,6 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   'move-blocks': { summary: 'move whole-block extents from one file to another', load: async () => (await import('./move-blocks.js')).run },
   'ino-path': { summary: 'print the paths of an inode number', load: async () => (await import('./ino-path.js')).run },
   'list-hidden-xattrs': { summary: 'print the scoutfs.hide. xattr names of a file', load: async () => (await import('./list-hidden-xattrs.js')).run },
-  counters: { summary: 'print the counters of a mount', load: async () => (await import('./counters.js')).run },
   'change-format-version': { summary: 'set the format version of unmounted devices', load: async () => (await import('./change-format-version.js')).run },
   'resize-devices': { summary: 'grow the space a volume uses on grown, unmounted devices', load: async () => (await import('./resize-devices.js')).run },
 };
@@ -59,7 +61,7 @@ export async function main(argv: string[], io: CliIo = realIo()): Promise<number
       return 2;
     }
     if (e instanceof CommandError) {
-      io.err(`scoutfs: ${cmd} failed: ${e.message}\n`);
+      io.err(e.bare ? `${e.message}\n` : `scoutfs: ${cmd} failed: ${e.message}\n`);
       return 1;
     }
     throw e;

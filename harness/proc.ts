@@ -1,6 +1,6 @@
 /*
- * harness/proc.ts owns child processes: one per node daemon (a placeholder
- * today, the scoutfs node daemon later), each with its own log file.
+ * harness/proc.ts owns child processes: one per node daemon (the scoutfs
+ * mount, or a self-test's heartbeat process), each with its own log file.
  *
  * A node is started from a ProcSpec (command, args, env, cwd, log path).  Its
  * stdout and stderr are the log file itself (an fd handed to the child), so

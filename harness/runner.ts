@@ -13,9 +13,10 @@
  * A scenario is a function of a RunContext.  The context hands out every
  * resource (images, loop devices, mounts, the private network, nodes) and
  * records each in `created`, so a test can check afterwards that each one is
- * gone.  The node daemon is a plug-in (NodeDaemon): today a placeholder
- * process, later the scoutfs node daemon, started through the same
- * startNode call with the same log, readiness and teardown.
+ * gone.  The node daemon is a plug-in (NodeDaemon, harness/scenarios.ts):
+ * the scoutfs mount, or the heartbeat process of the harness self-tests,
+ * started through the same startNode call with the same log, readiness
+ * and teardown.
  *
  * Invariants:
  *   - Cleanup runs exactly once per run, whatever ended it: the scenario

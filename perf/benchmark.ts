@@ -4,7 +4,7 @@
  *   node dist/perf/benchmark.js [--quick] [--micro-only | --e2e-only]
  *        [--json FILE] [--baseline FILE] [--rewrite-baseline] [--noise PCT]
  *        [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]
- *        [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio]
+ *        [--targets ext4,fuse-passthrough,scoutfs,scoutfs-native] [--workloads meta,meta2,stream,bytes,fio] [--rounds N]
  *        [--profile DIR]
  *        [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]
  *
@@ -68,6 +68,7 @@ interface Args {
   files: number | null;
   streamMiB: number | null;
   fioSeconds: number | null;
+  rounds: number | null;
 }
 
 function usage(msg?: string): never {
@@ -75,7 +76,7 @@ function usage(msg?: string): never {
   process.stderr.write(
     'usage: node dist/perf/benchmark.js [--quick] [--micro-only|--e2e-only] [--json FILE] [--baseline FILE]\n' +
       '       [--rewrite-baseline] [--noise PCT] [--fail-on-regression] [--no-fio] [--no-btree] [--btree-items N]\n' +
-      '       [--targets ext4,fuse-passthrough,scoutfs] [--workloads meta,meta2,stream,fio] [--profile DIR]\n' +
+      '       [--targets ext4,fuse-passthrough,scoutfs,scoutfs-native] [--workloads meta,meta2,stream,bytes,fio] [--rounds N] [--profile DIR]\n' +
       '       [--base DIR] [--files N] [--stream-mib N] [--fio-seconds N]\n',
   );
   process.exit(2);
@@ -87,7 +88,7 @@ function parse(argv: string[]): Args {
     json: join(REPO, 'perf', 'results', 'latest.json'),
     baseline: join(REPO, 'perf', 'baseline.json'),
     rewriteBaseline: false, noisePct: 15, failOnRegression: false, noFio: false, noBtree: false, btreeItems: null, targets: null, workloads: null, profileDir: null,
-    base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null,
+    base: join(REPO, 'run'), files: null, streamMiB: null, fioSeconds: null, rounds: null,
   };
   const num = (flag: string, v: string | undefined): number => {
     if (v === undefined || !/^\d+(\.\d+)?$/.test(v)) usage(`${flag} needs a number`);
@@ -119,13 +120,14 @@ function parse(argv: string[]): Args {
       case '--files': a.files = num(f, argv[++i]); break;
       case '--stream-mib': a.streamMiB = num(f, argv[++i]); break;
       case '--fio-seconds': a.fioSeconds = num(f, argv[++i]); break;
+      case '--rounds': a.rounds = num(f, argv[++i]); break;
       case '-h': case '--help': usage();
       // falls through (usage exits)
       default: usage(`unknown flag ${f}`);
     }
   }
   if (a.microOnly && a.e2eOnly) usage('--micro-only and --e2e-only exclude each other');
-  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs'].includes(t)) usage(`unknown target ${t}`);
+  for (const t of a.targets ?? []) if (!['ext4', 'fuse-passthrough', 'scoutfs', 'scoutfs-native', 'scoutfs-wb'].includes(t)) usage(`unknown target ${t}`);
   for (const w of a.workloads ?? []) if (!(WORKLOADS as readonly string[]).includes(w)) usage(`unknown workload ${w} (known: ${WORKLOADS.join(',')})`);
   return a;
 }
@@ -180,6 +182,20 @@ async function main(): Promise<number> {
           ...(row.mapOpsPerSec ? { note: `Map does it ${(row.mapOpsPerSec / row.opsPerSec).toFixed(1)}x faster` } : { note: `${row.ms} ms` }),
         });
       }
+      progress('locks: cluster lock hand-overs and lock traffic per operation (perf/locks.ts)');
+      const { runLocksBench } = await import('./locks.js');
+      for (const row of await runLocksBench({ rounds: args.quick ? 500 : 2000 })) {
+        report.metrics.push({
+          id: 'locks.handover', group: 'micro', name: row.name, value: row.opsPerSec, unit: 'ops/s', higherIsBetter: true,
+          nsPerOp: Math.round((row.ms * 1e6) / row.ops),
+          note: `per op: ${row.requestsPerOp.toFixed(2)} LOCK requests, ${row.grantsPerOp.toFixed(2)} grants, ` +
+            `${row.invalidationsPerOp.toFixed(2)} invalidations (lock protocol and message layer only; see perf/locks.ts)`,
+        });
+        report.metrics.push({
+          id: 'locks.frames-per-op', group: 'micro', name: 'lock messages per hand-over (frames, both ways)',
+          value: row.framesPerOp, unit: 'frames/op', higherIsBetter: false,
+        });
+      }
     }
   }
   if (!args.microOnly) {
@@ -194,6 +210,7 @@ async function main(): Promise<number> {
       targets: args.targets,
       workloads: args.workloads,
       profileDir: args.profileDir,
+      rounds: args.rounds ?? (args.quick ? 1 : 3),
       progress,
       replayArgv: ['node', join(REPO, 'dist', 'perf', 'benchmark.js'), '--e2e-only', ...(args.quick ? ['--quick'] : []),
         ...(args.targets ? ['--targets', args.targets.join(',')] : []),

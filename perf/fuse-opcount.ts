@@ -15,7 +15,8 @@
  * Variants (each one harness run with its own loop devices, daemon and
  * cleanup, like the e2e targets):
  *   passthrough      perf/fuse-passthrough.ts's ops and mount options
- *                    (libfuse's 1 s attr/entry timeouts), tmpfs backing
+ *                    (the scoutfs mount's: attr_timeout=0, entry_timeout=1,
+ *                    negative_timeout=0, default_permissions), tmpfs backing
  *   scoutfs          ScoutFs (src/mount/mount.ts openMount) through the
  *                    adapter (src/fuse/adapter.ts makeAdapter) with the
  *                    options the mount uses (fuseOptions: attr_timeout=0,
@@ -99,9 +100,9 @@ async function daemon(argv: string[]): Promise<void> {
   if (kind === 'passthrough') {
     const [backing, m] = rest;
     mnt = m!;
-    const { passthroughOps } = await import('./fuse-passthrough.js');
+    const { passthroughOps, passthroughOptions } = await import('./fuse-passthrough.js');
     ops = passthroughOps(backing!);
-    fsname = 'opcount-passthrough,big_writes,max_write=131072';
+    fsname = passthroughOptions('opcount-passthrough');
   } else {
     const [meta, data, m, variant] = rest;
     mnt = m!;

@@ -3,7 +3,7 @@
  * passthrough filesystem written with fuse-native@2 that mirrors a backing
  * directory (a tmpfs in the suite) at a mount point.
  *
- *   node dist/perf/fuse-passthrough.js BACKING_DIR MOUNTPOINT
+ *   node dist/perf/fuse-passthrough.js [--product] BACKING_DIR MOUNTPOINT
  *
  * Why it exists.  Our scoutfs mount goes through the same binding, so the
  * cost of FUSE + fuse-native + one JS thread is a floor no FUSE filesystem
@@ -32,9 +32,21 @@
  *   - create() gets no open flags, only the mode: the kernel already did
  *     the O_EXCL check through lookup, so we open O_CREAT|O_RDWR.
  *   - Mount options: the binding only emits options from a fixed list, but
- *     appends `fsname` verbatim to the -o string, which is how big_writes
- *     and max_write reach libfuse (without them every write is one 4 KiB
- *     request).  The mount log prints the full option string.
+ *     appends `fsname` verbatim to the -o string, which is how options
+ *     reach libfuse.  Two sets:
+ *       - PRODUCT_OPTIONS, with --product, what the perf suite mounts (issue #10: "the
+ *         cache options it would use as a product"): libfuse2's largest
+ *         requests (big_writes, max_write 128 KiB), kernel_cache (its
+ *         backing tmpfs is written only through this mount, so pages stay
+ *         valid across opens) and libfuse's default 1 s entry and
+ *         attribute timeouts (longer ones would hide changes made to the
+ *         backing directory, which libfuse2's path API cannot invalidate).
+ *       - passthroughOptions(), by default: the scoutfs fuse-native mount's
+ *         own option string (src/fuse/adapter.ts fuseOptions), which
+ *         perf/fuse-opcount.ts uses too so that its request counts compare
+ *         the same kernel caching.  Only the subtype differs
+ *         (fuse.passthrough), and allow_other is dropped when not root.
+ *     The mount log prints the full option string.
  *
  * Lifecycle: prints "mounted BACKING at MOUNTPOINT (options)" once the
  * kernel finished FUSE_INIT; on SIGTERM or SIGINT it unmounts
@@ -45,6 +57,7 @@ import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fuseOptions, MAX_WRITE_BYTES } from '../src/fuse/adapter.js';
 
 const require = createRequire(import.meta.url);
 
@@ -58,6 +71,15 @@ interface FuseCtor {
 }
 
 const Fuse = require('fuse-native') as FuseCtor;
+
+/** The options the perf suite's passthrough mounts with (see the header). */
+export const PRODUCT_OPTIONS = 'perf-passthrough,big_writes,max_write=131072,kernel_cache,entry_timeout=1,attr_timeout=1';
+
+/** The scoutfs mount's FUSE options for a passthrough mount (see the header). */
+export function passthroughOptions(fsname: string): string {
+  const o = fuseOptions(fsname).split(',').map((x) => (x === 'subtype=scoutfs' ? 'subtype=passthrough' : x));
+  return (process.getuid?.() === 0 ? o : o.filter((x) => x !== 'allow_other')).join(',');
+}
 
 function errno(e: unknown): number {
   const n = (e as { errno?: unknown }).errno;
@@ -127,17 +149,19 @@ export function passthroughOps(backing: string): Record<string, unknown> {
 }
 
 function main(): void {
-  const [backing, mntArg] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const product = args[0] === '--product';
+  const [backing, mntArg] = product ? args.slice(1) : args;
   if (!backing || !mntArg) {
-    process.stderr.write('usage: fuse-passthrough.js BACKING_DIR MOUNTPOINT\n');
+    process.stderr.write('usage: fuse-passthrough.js [--product] BACKING_DIR MOUNTPOINT\n');
     process.exit(2);
   }
   const mnt = resolve(mntArg);
   if (!fs.statSync(backing).isDirectory()) throw new Error(`${backing} is not a directory`);
   const opts = {
-    // Appended verbatim to -o by the binding: the way to pass big writes.
-    fsname: 'perf-passthrough,big_writes,max_write=131072',
-    maxRead: 131072,
+    // Appended verbatim to -o by the binding (see the header).
+    fsname: product ? PRODUCT_OPTIONS : passthroughOptions('perf-passthrough'),
+    maxRead: MAX_WRITE_BYTES,
     timeout: 120_000,
     mkdir: true,
   };

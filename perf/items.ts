@@ -20,7 +20,7 @@ import { LogTreesServer } from '../src/server/logtrees.js';
 import { BlockCache } from '../src/block/cache.js';
 import { CacheImages } from '../src/block/images.js';
 import { ForestReader } from '../src/forest/reader.js';
-import { lockRangeOf } from '../src/forest/lockkeys.js';
+import { lockRangeOf } from '../src/format/lock.js';
 import { ItemCache, type ItemLock } from '../src/item/cache.js';
 import { Trans } from '../src/trans/trans.js';
 import { readMetaSuper } from '../src/server/volume.js';

@@ -9,6 +9,9 @@
  *                      READDIR_PASSES times and counts entries
  *   write FILE MIB     write MIB MiB sequentially in 1 MiB writes, fsync
  *   read FILE          read FILE sequentially in 1 MiB reads
+ *   bytes FILE SECONDS write single bytes sequentially (one write(2) each,
+ *                      through the page cache, no fsync) for SECONDS or
+ *                      4 MiB, whichever ends first
  *
  * Protocol: JSON lines on stdout.  `meta` prints {"ready":true}, then before
  * each phase waits for a line "go" on stdin (the orchestrator's barrier, so
@@ -103,12 +106,28 @@ function read(file: string): void {
   say({ phase: 'read', ns: Number(now() - t0), bytes: total });
 }
 
+function bytes(file: string, seconds: number): void {
+  const one = Buffer.from('x');
+  const fd = fs.openSync(file, 'w');
+  const limit = BigInt(Math.round(seconds * 1e9));
+  const t0 = now();
+  let n = 0;
+  while (n < 4 * MiB) {
+    for (let i = 0; i < 1000; i++) fs.writeSync(fd, one, 0, 1, n++);
+    if (now() - t0 >= limit) break;
+  }
+  const ns = Number(now() - t0);
+  fs.closeSync(fd);
+  say({ phase: 'bytes', ns, ops: n });
+}
+
 async function main(): Promise<void> {
   const [cmd, a, b] = process.argv.slice(2);
   if (cmd === 'meta' && a && b) return meta(a, Number(b));
   if (cmd === 'write' && a && b) return write(a, Number(b));
   if (cmd === 'read' && a) return read(a);
-  throw new Error(`usage: workload-worker.js meta DIR COUNT | write FILE MIB | read FILE`);
+  if (cmd === 'bytes' && a && b) return bytes(a, Number(b));
+  throw new Error(`usage: workload-worker.js meta DIR COUNT | write FILE MIB | read FILE | bytes FILE SECONDS`);
 }
 
 main().catch((e: unknown) => {

@@ -180,6 +180,8 @@ export async function metaWorkload(
 
 export interface StreamResult {
   writeMBps: number;
+  /** After a remount with the host caches kept (null when not measured). */
+  warmReadMBps: number | null;
   readMBps: number;
   cachesDropped: boolean;
 }
@@ -196,33 +198,54 @@ export async function dropCaches(): Promise<boolean> {
 }
 
 /**
- * MB/s (10^6 bytes) of a sequential write+fsync and a cold read.
- * `beforeRead`, when given, runs between the two after the caches were
- * dropped (the scoutfs target remounts there, emptying its own caches).
+ * MB/s (10^6 bytes) of a sequential write+fsync, a warm read and a cold
+ * read.  `remount`, when given, runs before each read: first with the host
+ * caches kept (the warm read: the mount's own caches are gone, the device's
+ * blocks are still in the host page cache), then after the caches were
+ * dropped (the cold read).  Without `remount` only the cold read runs.
  */
 export async function streamWorkload(
   registry: CleanupRegistry,
   dir: string,
   mib: number,
   timeoutMs: number,
-  beforeRead?: () => Promise<void>,
+  remount?: () => Promise<void>,
 ): Promise<StreamResult> {
   const file = join(dir, 'stream.dat');
+  const readOnce = async (): Promise<number> => {
+    const r = await Client.start(registry, ['read', file], 'stream reader');
+    const m = await r.next(timeoutMs);
+    await r.done(timeoutMs);
+    if (Number(m.bytes) !== mib * 2 ** 20) throw new Error(`read ${m.bytes} bytes, wrote ${mib} MiB`);
+    return Number(m.bytes) / 1e6 / (Number(m.ns) / 1e9);
+  };
   try {
     const w = await Client.start(registry, ['write', file, String(mib)], 'stream writer');
     const wm = await w.next(timeoutMs);
     await w.done(timeoutMs);
+    let warmReadMBps: number | null = null;
+    if (remount) {
+      await syncAll();
+      await remount();
+      warmReadMBps = await readOnce();
+    }
     const cachesDropped = await dropCaches();
-    if (beforeRead) await beforeRead();
-    const r = await Client.start(registry, ['read', file], 'stream reader');
-    const rm_ = await r.next(timeoutMs);
-    await r.done(timeoutMs);
-    if (Number(rm_.bytes) !== mib * 2 ** 20) throw new Error(`read ${rm_.bytes} bytes, wrote ${mib} MiB`);
-    return {
-      writeMBps: Number(wm.bytes) / 1e6 / (Number(wm.ns) / 1e9),
-      readMBps: Number(rm_.bytes) / 1e6 / (Number(rm_.ns) / 1e9),
-      cachesDropped,
-    };
+    if (remount) await remount();
+    const readMBps = await readOnce();
+    return { writeMBps: Number(wm.bytes) / 1e6 / (Number(wm.ns) / 1e9), warmReadMBps, readMBps, cachesDropped };
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+/** Single-byte sequential writes per second through the page cache. */
+export async function bytesWorkload(registry: CleanupRegistry, dir: string, seconds: number, timeoutMs: number): Promise<number> {
+  const file = join(dir, 'bytes.dat');
+  try {
+    const c = await Client.start(registry, ['bytes', file, String(seconds)], 'byte writer');
+    const m = await c.next(timeoutMs);
+    await c.done(timeoutMs);
+    return Number(m.ops) / (Number(m.ns) / 1e9);
   } finally {
     await rm(file, { force: true });
   }

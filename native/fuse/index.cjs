@@ -519,10 +519,15 @@ class Fuse extends Nanoresource {
     })
   }
 
+  // scoutfs patch: a zero-sized buffer is a size probe (answer the length),
+  // a value larger than the caller's buffer is ERANGE (never a reply larger
+  // than the buffer, which libfuse turns into EIO).
   _op_getxattr (signal, path, name, valueBuf, position) {
     this.ops.getxattr(path, name, position, (err, value) => {
       if (!err) {
         if (!value) return signal(IS_OSX ? -93 : -61, valueBuf.buffer)
+        if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer)
+        if (value.length > valueBuf.length) return signal(-34, valueBuf.buffer)
         value.copy(valueBuf)
         return signal(value.length, valueBuf.buffer)
       }
@@ -530,15 +535,16 @@ class Fuse extends Nanoresource {
     })
   }
 
+  // scoutfs patch: the exact size for a probe, ERANGE when the names do not
+  // fit the caller's buffer (upstream over-reported probes by 128 bytes and
+  // wrote past a short buffer: a RangeError that killed the daemon).
   _op_listxattr (signal, path, listBuf) {
     this.ops.listxattr(path, (err, list) => {
       if (list && !err) {
-        if (!listBuf.length) {
-          let size = 0
-          for (const name of list) size += Buffer.byteLength(name) + 1
-          size += 128 // fuse yells if we do not signal room for some mac stuff also
-          return signal(size, listBuf.buffer)
-        }
+        let size = 0
+        for (const name of list) size += Buffer.byteLength(name) + 1
+        if (!listBuf.length) return signal(size, listBuf.buffer)
+        if (size > listBuf.length) return signal(-34, listBuf.buffer)
 
         let ptr = 0
         for (const name of list) {

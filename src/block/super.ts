@@ -1,5 +1,7 @@
 /*
- * The commit point: writing a super block durably.
+ * The super block: the commit point (writing it durably) and the one
+ * verified read of the metadata device's super that mounts, the server
+ * and quorum lookups share (readMetaSuper).
  *
  * Every durable change in scoutfs ends the same way (FORMAT.md 15): the
  * blocks it references are written and flushed first, then the super block
@@ -14,7 +16,10 @@
 import assert from 'node:assert/strict';
 import { getU32, getU64 } from '../format/layout.js';
 import { blockCrc } from '../format/crc.js';
-import { MAGIC, SM_BLOCK_SIZE, SUPER_BLKNO } from '../format/constants.js';
+import { checkBlock } from '../format/block.js';
+import { CorruptionError } from '../format/errors.js';
+import { decodeSuper, type Super } from '../format/super.js';
+import { FORMAT_VERSION_MAX, LG_BLOCK_SIZE, MAGIC, SM_BLOCK_SIZE, SUPER_BLKNO, SUPER_FLAG_META_BDEV } from '../format/constants.js';
 import type { BlockDevice } from '../runtime/device.js';
 
 export const SUPER_OFFSET = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
@@ -27,4 +32,34 @@ export async function writeSuperDurably(dev: BlockDevice, superBlock: Uint8Array
   assert.equal(getU32(superBlock, 0), blockCrc(superBlock), 'super image not sealed');
   await dev.write(SUPER_OFFSET, superBlock);
   await dev.flush();
+}
+
+/** Read and check the metadata device's super as a mount does. */
+export async function readMetaSuper(dev: BlockDevice): Promise<Super> {
+  if (dev.sizeBytes < SUPER_OFFSET + BigInt(SM_BLOCK_SIZE)) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', 'device too small to hold a super block');
+  }
+  // Like every block read, a failed check is retried once from the device
+  // before it is reported: a transient bad read must not fail a mount.
+  let b = await dev.read(SUPER_OFFSET, SM_BLOCK_SIZE);
+  let fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
+  if (fail) {
+    b = await dev.read(SUPER_OFFSET, SM_BLOCK_SIZE);
+    fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
+  }
+  if (getU32(b, 4) !== MAGIC.super) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'magic', 'no scoutfs super block: not a scoutfs metadata device');
+  }
+  if (fail) throw new CorruptionError(dev.path, SUPER_BLKNO, fail.check, `super block: ${fail.detail}`);
+  const sb = decodeSuper(b);
+  if (sb.fmt_vers > FORMAT_VERSION_MAX) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', `format version ${sb.fmt_vers} is not supported`);
+  }
+  if ((sb.flags & SUPER_FLAG_META_BDEV) === 0n) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', 'this is a data device (META_BDEV flag clear): devices swapped?');
+  }
+  if (sb.total_meta_blocks * BigInt(LG_BLOCK_SIZE) > dev.sizeBytes) {
+    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', `total_meta_blocks ${sb.total_meta_blocks} exceed the device`);
+  }
+  return sb;
 }

@@ -59,7 +59,7 @@ import { compareKeys, compareKeyBytes, encodeKey, keyInc, key as mkKey, readKey,
 import { getU64, setU64, U64_MAX } from '../format/layout.js';
 import { LOG_TREES, decodeLogTreesItem, type LogTrees } from '../format/logtrees.js';
 import { bloomMayContain, checkedTotalSet, keyHex } from './bloom.js';
-import { lockRangeOf, maxKey, minKey } from './lockkeys.js';
+import { lockRangeOf, maxKey, minKey } from '../format/lock.js';
 
 export interface ForestRoots {
   fs_root: BtreeRoot;

@@ -13,9 +13,10 @@
  * What it owns.  The working copy of the lt: every head and root in it is
  * mutated in place by the allocator, the btree, the bloom and the srch
  * writers, so the copy IS the overlay of PROTOCOL.md 4.5 step 7 (allocator
- * heads, item_root, bloom_ref, srch_file, max_item_seq, inode_count_delta;
- * data_avail and data_freed ride along unchanged: this issue has no data
- * allocator).  get_trans_seq stays the one the GET returned.  The
+ * heads, item_root, bloom_ref, srch_file, max_item_seq, inode_count_delta,
+ * and data_avail and data_freed, which the filesystem's data allocations
+ * and frees (src/fs) change through this writer's allocator and block
+ * store).  get_trans_seq stays the one the GET returned.  The
  * allocator is opened over the working heads, so every block the
  * transaction allocates comes from the lt's meta_avail and every committed
  * block it replaces goes to its meta_freed (two-phase).
@@ -67,7 +68,7 @@ import { getU64, setU64 } from '../format/layout.js';
 import { LOG_TREES_FLAG_FINALIZED, type LogTrees } from '../format/logtrees.js';
 import type { SrchEntry } from '../format/srch.js';
 import { BloomWriter } from './bloom.js';
-import { isForestZone, lockStartKey } from './lockkeys.js';
+import { isForestZone, lockStartKey } from '../format/lock.js';
 import { SrchLogWriter } from '../srch/file.js';
 
 export interface ForestWriteItem {

@@ -70,8 +70,9 @@ export interface BtreeRoot { ref: BlockRef; height: number }
 export interface AllocRoot { total_len: bigint; flags: number; root: BtreeRoot }
 export interface AllocListHead { ref: BlockRef; total_nr: bigint; first_nr: number; flags: number }
 
+/** Seconds are signed (times before 1970 are negative), as the kernel reads them. */
 export function readTimespec(b: Uint8Array, off: number): Timespec {
-  return { sec: getU64(b, off), nsec: getU32(b, off + 8) };
+  return { sec: BigInt.asIntN(64, getU64(b, off)), nsec: getU32(b, off + 8) };
 }
 export function writeTimespec(b: Uint8Array, off: number, t: Timespec): void {
   setU64(b, off, BigInt.asUintN(64, t.sec));

@@ -167,6 +167,16 @@ export interface Fs {
   walkInodes(index: SeqIndex, first: IndexEntry, last: IndexEntry, max: number): Promise<IndexEntry[]>;
   /** The stable (committed) seq: GET_LAST_SEQ. */
   committedSeq(): Promise<bigint>;
+  /** rename(2) with RENAME_NOREPLACE: an existing target is EEXIST. */
+  renameNoreplace(fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void>;
+  /** O_TMPFILE: an open regular file with no name, kept by an orphan item until its last release. */
+  tmpfile(dir: bigint, mode: number, ctx: Ctx): Promise<Attr>;
+  /** The parent directory of `dir` (null for the root). */
+  parentOf(dir: bigint): Promise<bigint | null>;
+  /** fallocate(2): modes 0 and KEEP_SIZE (1); others EOPNOTSUPP. */
+  fallocate(ino: bigint, off: bigint, len: bigint, mode: number): Promise<void>;
+  /** lseek(2) SEEK_DATA (3) / SEEK_HOLE (4); ENXIO at or past the size. */
+  seek(ino: bigint, off: bigint, whence: number): Promise<bigint>;
 
   /* ---- the archive interface (PROTOCOL.md 9.3; src/fs/archive.ts) ---- */
 

@@ -7,7 +7,7 @@
  *
  *   items    lookup/next/create/delete/update through the item cache, each
  *            with the lock range its key would have under a cluster lock
- *            (src/forest/lockkeys.ts) in WRITE mode: there are no cluster
+ *            (src/format/lock.ts) in WRITE mode: there are no cluster
  *            locks yet (single node, src/mount/mount.ts), but the bloom keys
  *            the log btree gets are the ones a cluster reader computes;
  *   inodes   getInode / putInode (meta_seq and data_seq move to the held
@@ -35,7 +35,7 @@ import { CorruptionError, FsError } from '../format/errors.js';
 import { DT, INDEX_TYPE, decodeInode, encodeInode, indexKey, inodeKey, type Inode } from '../format/items.js';
 import type { Key } from '../format/key.js';
 import { DATA_DEV_START_BLKNO } from '../format/constants.js';
-import { lockRangeOf } from '../forest/lockkeys.js';
+import { lockRangeOf } from '../format/lock.js';
 import type { ItemCache, ItemLock } from '../item/cache.js';
 import type { Trans, TransHold } from '../trans/trans.js';
 import type { BlknoBounds } from '../alloc/extent.js';
@@ -68,7 +68,8 @@ export interface FsDeps {
   totalDataBlocks: bigint;
   allocInodes: (count: bigint) => Promise<{ ino: bigint; nr: bigint }>;
   lastSeq: () => Promise<bigint>;
-  serverSpace: () => ServerSpace;
+  /** The server's STATFS answer (PROTOCOL.md 7.4) without our open lt's data roots. */
+  serverSpace: () => Promise<ServerSpace>;
   inodeBatch?: bigint;
 }
 

@@ -239,3 +239,82 @@ export async function write(c: FsCore, h: TransHold, ino: bigint, off: bigint, d
   if (failure !== null && !(failure instanceof FsError && failure.code === 'ENOSPC' && written > 0n)) throw failure;
   return Number(written);
 }
+
+/** fallocate modes scoutfs takes (FALLOC_FL_KEEP_SIZE); any other bit is EOPNOTSUPP. */
+export const FALLOC_KEEP_SIZE = 1;
+/** Blocks zeroed per device write while preallocating. */
+const ZERO_CHUNK_BLOCKS = 256n;
+
+/**
+ * fallocate(2) modes 0 and KEEP_SIZE: every unmapped block of [off,
+ * off+len) gets data blocks, written with zeros, so later writes there
+ * cannot fail for space; mode 0 also extends the size to off+len.  Blocks
+ * already mapped (or offline) are left alone.  Preallocated blocks are
+ * ordinary written extents (not UNWRITTEN): reads of them return the zeros
+ * they hold, and the write path needs no unwritten conversion.  The cost
+ * is writing the zeros.  Other modes (punch hole, collapse, zero range)
+ * are EOPNOTSUPP, as in scoutfs.
+ */
+export async function fallocate(c: FsCore, h: TransHold, ino: bigint, off: bigint, len: bigint, mode: number): Promise<void> {
+  if ((mode & ~FALLOC_KEEP_SIZE) !== 0) throw new FsError('EOPNOTSUPP', `fallocate mode ${mode}`);
+  if (off < 0n || len <= 0n) throw new FsError('EINVAL', 'fallocate range');
+  const i = await getReg(c, ino);
+  const end = off + len;
+  if (end > U64_MAX / 2n) throw new FsError('EFBIG');
+  const first = off / BLOCK;
+  const last = (end + BLOCK - 1n) / BLOCK;
+  let cur = first;
+  let added = 0n;
+  while (cur < last) {
+    const e = await nextExtent(c, ino, cur);
+    const gapEnd = e === null || e.start >= last ? last : e.start;
+    while (cur < gapEnd) {
+      const want = gapEnd - cur < ZERO_CHUNK_BLOCKS ? gapEnd - cur : ZERO_CHUNK_BLOCKS;
+      const got = await allocData(c, want);
+      await c.d.dataDev.write(got.start * BLOCK, new Uint8Array(Number(got.len * BLOCK)));
+      await insertExtent(c, ino, cur, got.len, got.start);
+      i.online_blocks += got.len;
+      added += got.len;
+      cur += got.len;
+    }
+    if (e !== null && e.start < last) cur = e.start + e.len > cur ? e.start + e.len : cur;
+  }
+  const grow = (mode & FALLOC_KEEP_SIZE) === 0 && end > i.size;
+  if (grow) i.size = end;
+  if (added > 0n || grow) {
+    i.ctime = c.now();
+    if (grow) i.mtime = i.ctime;
+    await c.putInode(h, ino, i, true);
+  }
+}
+
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+/**
+ * lseek(2) SEEK_DATA / SEEK_HOLE by the extent items: data is any block
+ * with an extent (online or offline), a hole any block without; the end of
+ * the file is a hole.  An offset at or past the size is ENXIO.
+ */
+export async function seek(c: FsCore, ino: bigint, off: bigint, whence: number): Promise<bigint> {
+  if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError('EINVAL', `whence ${whence}`);
+  const i = await getReg(c, ino);
+  if (off < 0n || off >= i.size) throw new FsError('ENXIO');
+  const endBlk = (i.size + BLOCK - 1n) / BLOCK;
+  let cur = off / BLOCK;
+  for (;;) {
+    const e = cur < endBlk ? await nextExtent(c, ino, cur) : null;
+    const covered = e !== null && e.start <= cur;
+    if (whence === SEEK_DATA) {
+      if (covered) return off > cur * BLOCK ? off : cur * BLOCK;
+      if (e === null || e.start >= endBlk) throw new FsError('ENXIO');
+      cur = e.start;
+      continue;
+    }
+    if (!covered) {
+      const at = cur * BLOCK > off ? cur * BLOCK : off;
+      return at < i.size ? at : i.size;
+    }
+    cur = e.start + e.len;
+  }
+}

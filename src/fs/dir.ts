@@ -26,7 +26,7 @@ import { U64_MAX } from '../format/layout.js';
 import type { Timespec } from '../format/common.js';
 import type { TransHold } from '../trans/trans.js';
 import type { Attr, Ctx, DirEntry } from './api.js';
-import { NAME_MAX, ROOT_INO, S_IFLNK, S_ISGID, bytesEq, dtOfMode, isDir, isLnk, lockFor, type FsCore } from './core.js';
+import { NAME_MAX, ROOT_INO, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, bytesEq, dtOfMode, isDir, isLnk, lockFor, type FsCore } from './core.js';
 import { dropInode } from './orphan.js';
 import { PART_BYTES } from './xattr.js';
 
@@ -81,7 +81,7 @@ async function dirIsEmpty(c: FsCore, ino: bigint): Promise<boolean> {
 }
 
 /** The parent of a directory (its one backref), null for the root. */
-async function parentOf(c: FsCore, dir: bigint): Promise<bigint | null> {
+export async function parentOf(c: FsCore, dir: bigint): Promise<bigint | null> {
   if (dir === ROOT_INO) return null;
   const it = await c.nextItem(backrefKey(dir, 0n, 0n), backrefKey(dir, U64_MAX, U64_MAX));
   return it === null ? null : it.key.second;
@@ -210,7 +210,10 @@ export async function rmdir(c: FsCore, h: TransHold, dir: bigint, name: Uint8Arr
   await unlinkInode(c, h, d.ino, now);
 }
 
-export async function rename(c: FsCore, h: TransHold, fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void> {
+/** rename(2); with `noreplace` (RENAME_NOREPLACE) an existing target is EEXIST. */
+export async function rename(
+  c: FsCore, h: TransHold, fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array, noreplace = false,
+): Promise<void> {
   if (fromName.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
   checkName(toName);
   const fd = await getDir(c, fromDir);
@@ -225,6 +228,7 @@ export async function rename(c: FsCore, h: TransHold, fromDir: bigint, fromName:
     }
   }
   const dst = await findDirent(c, toDir, toName);
+  if (dst !== null && noreplace) throw new FsError('EEXIST');
   if (dst !== null && dst.ino === src.ino) return; // the same inode: nothing to do (POSIX)
   if (dst !== null) {
     const dstIsDir = dst.type === DT.DIR;
@@ -266,3 +270,21 @@ export async function readdir(c: FsCore, dir: bigint, pos: bigint, max: number):
   return out;
 }
 
+
+/**
+ * O_TMPFILE: a regular file with no name (nlink 0), open once, kept by an
+ * orphan item until its last release (or until a later mount finishes it
+ * after a crash), as scoutfs's tmpfile does.  `dir` must exist and be a
+ * directory; the new inode takes its set-group-ID rule like a create.
+ */
+export async function tmpfile(c: FsCore, h: TransHold, dir: bigint, mode: number, ctx: Ctx): Promise<Attr> {
+  const di = await getDir(c, dir);
+  if ((di.mode & S_ISGID) !== 0) ctx = { uid: ctx.uid, gid: di.gid };
+  const { ino, i } = await c.newInode(h, (mode & ~S_IFMT) | S_IFREG, 0, ctx);
+  i.nlink = 0;
+  await c.putInode(h, ino, i, true);
+  await c.createItem(orphanKey(ino), new Uint8Array(0));
+  c.opens.set(ino, (c.opens.get(ino) ?? 0) + 1);
+  c.counters.orphansCreated++;
+  return c.toAttr(ino, i);
+}

@@ -139,6 +139,18 @@ export class ScoutFs implements Fs {
     return this.c.modify((h) => dir.rename(this.c, h, fromDir, fromName, toDir, toName));
   }
 
+  renameNoreplace(fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void> {
+    return this.c.modify((h) => dir.rename(this.c, h, fromDir, fromName, toDir, toName, true));
+  }
+
+  tmpfile(d: bigint, mode: number, ctx: Ctx): Promise<Attr> {
+    return this.c.modify((h) => dir.tmpfile(this.c, h, d, mode, ctx));
+  }
+
+  parentOf(d: bigint): Promise<bigint | null> {
+    return this.c.reading(() => dir.parentOf(this.c, d));
+  }
+
   readdir(d: bigint, pos: bigint, max: number): Promise<DirEntry[]> {
     return this.c.reading(() => dir.readdir(this.c, d, pos, max));
   }
@@ -264,6 +276,14 @@ export class ScoutFs implements Fs {
     this.waiters.shutdown();
   }
 
+  fallocate(ino: bigint, off: bigint, len: bigint, mode: number): Promise<void> {
+    return this.c.modify((h) => data.fallocate(this.c, h, ino, off, len, mode));
+  }
+
+  seek(ino: bigint, off: bigint, whence: number): Promise<bigint> {
+    return this.c.reading(() => data.seek(this.c, ino, off, whence));
+  }
+
   /* ---- xattrs ------------------------------------------------------------------------------- */
 
   getxattr(ino: bigint, name: Uint8Array): Promise<Uint8Array> {
@@ -286,9 +306,10 @@ export class ScoutFs implements Fs {
 
   statfs(): Promise<StatFs> {
     return this.c.reading(async () => {
-      const sp = this.c.d.serverSpace();
+      // The server leaves out our open lt's data roots; ours are live.
+      const sp = await this.c.d.serverSpace();
       const lt = this.c.d.trans.forest?.lt ?? null;
-      const dataFree = sp.dataFree + (lt?.data_avail.total_len ?? 0n);
+      const dataFree = sp.dataFree + (lt === null ? 0n : lt.data_avail.total_len + lt.data_freed.total_len);
       const totalDataBlocks = sp.totalData - DATA_DEV_START_BLKNO;
       return {
         blockSize: SM_BLOCK_SIZE,

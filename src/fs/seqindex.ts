@@ -12,7 +12,7 @@
 import { FsError } from '../format/errors.js';
 import { INDEX_TYPE, indexKey } from '../format/items.js';
 import { U64_MAX } from '../format/layout.js';
-import { lockRangeOf } from '../forest/lockkeys.js';
+import { lockRangeOf } from '../format/lock.js';
 import type { IndexEntry, SeqIndex } from './api.js';
 import type { FsCore } from './core.js';
 

@@ -1,9 +1,19 @@
 /*
  * src/fuse/adapter.ts is the thin adapter from fuse-native@2 (libfuse2's
  * high-level, path-based API) to the inode-based Fs interface
- * (src/fs/api.ts).  It is the one place that produces errno numbers for the
- * kernel: every handler runs its body through `answer`, and `errnoOf` is
- * the single mapping from a thrown error to a negative errno.
+ * (src/fs/api.ts): the second transport (`-o transport=fuse-native`; the
+ * default is our own protocol over /dev/fuse, kernel.ts).  Every handler
+ * runs its body through `answer`, and `errnoOf` (ops.ts, shared with the
+ * kernel transport) is the single mapping from a thrown error to a
+ * negative errno.
+ *
+ * What this transport cannot do: invalidate the kernel's caches (libfuse2's
+ * path API has no notify), so it is for a single node with short
+ * timeouts; ioctl, fallocate, SEEK_DATA/SEEK_HOLE, O_TMPFILE and
+ * RENAME_NOREPLACE never reach it; times cross as milliseconds; names,
+ * symlink targets and xattr names cross as UTF-8 strings, so those that
+ * are not UTF-8 are refused with EINVAL (paths.ts nameBytes) and left out
+ * of readdir and listxattr rather than rewritten.
  *
  * Threads.  fuse-native's FUSE loop thread hands each request to the Node
  * main thread and waits; every handler here runs on the main thread and
@@ -110,17 +120,23 @@
  * needs; so the adapter remembers, for RETRY_WINDOW_MS, the data-wait-err
  * error of each (process, inode), and a read from that process of that
  * inode that would wait fails with it at once: read() returns the errno
- * data-wait-err set, as with the reference.
+ * data-wait-err set, as with the reference (src/fuse/requester.ts, shared
+ * with the kernel transport).
  */
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Attr, Ctx, Fs, DirEntry } from '../fs/api.js';
 import type { Timespec } from '../format/common.js';
-import { CorruptionError, ERRNO, FsError } from '../format/errors.js';
-import { PathCache, nameBytes, splitParent } from './paths.js';
+import { CorruptionError, FsError } from '../format/errors.js';
+import { DT } from '../format/items.js';
+import { PathCache, nameBytes, nameString, splitParent } from './paths.js';
+import { errnoOf } from './ops.js';
 import { DataWaitError } from '../fs/archive.js';
+import { RecentFailures, WATCH_MS, requesterGone } from './requester.js';
+
+export { requesterGone } from './requester.js';
 
 const require = createRequire(import.meta.url);
 
@@ -147,33 +163,13 @@ interface FuseCtor {
 export const OP_TIMEOUT_MS = 600_000;
 /** Ops that may wait for offline data: no binding timeout. */
 export const OP_TIMEOUTS = { default: OP_TIMEOUT_MS, read: false, write: false, truncate: false, ftruncate: false } as const;
-/** How old a data request is before its process is checked, and how often. */
-export const WATCH_MS = 250;
-/** How long a process's read of an inode fails at once after data-wait-err failed one. */
-export const RETRY_WINDOW_MS = 2000;
 /** Kernel dentry cache lifetime (single writer: see the header). */
 export const ENTRY_TIMEOUT_S = 1;
 export const MAX_WRITE_BYTES = 131072;
 
-/* ---- the one errno mapping ------------------------------------------------- */
+/* ---- the one errno mapping (shared with the kernel transport) ------------- */
 
-/** Negative errno for the kernel; logs everything that is not an FsError. */
-export function errnoOf(e: unknown, op: string, log: (line: string) => void): number {
-  if (e instanceof FsError) {
-    // e.errno: a data-wait-err may carry any errno (src/fs/archive.ts).
-    const n = e.errno;
-    if (typeof n === 'number' && n > 0) return -n;
-  }
-  // Bad bytes from disk are expected (STYLE.md s4): their message names
-  // the device, the blkno and the failed check, and is the one line.
-  if (e instanceof CorruptionError) {
-    log(`fuse: ${op}: ${e.message} (EIO)`);
-    return -ERRNO.EIO;
-  }
-  const err = e instanceof Error ? e : new Error(String(e));
-  log(`fuse: ${op}: unexpected ${err.name}: ${err.message} (EIO)`);
-  return -ERRNO.EIO;
-}
+export { errnoOf };
 
 /* ---- conversions ----------------------------------------------------------- */
 
@@ -207,6 +203,17 @@ export function statOf(a: Attr, ino64 = false): Record<string, number> {
   };
 }
 
+/** S_IF* type bits of a scoutfs dirent type. */
+const DT_MODE: Record<number, number> = {
+  [DT.FIFO]: 0o010000, [DT.CHR]: 0o020000, [DT.DIR]: 0o040000, [DT.BLK]: 0o060000,
+  [DT.REG]: 0o100000, [DT.LNK]: 0o120000, [DT.SOCK]: 0o140000,
+};
+
+/** The stat libfuse2's readdir filler reads: st_ino and the type bits of st_mode. */
+function entryStat(e: DirEntry, ino64: boolean): Record<string, number> {
+  return { mode: DT_MODE[e.type] ?? 0, ino: ino64 ? Number(e.ino) : Number(e.ino & 0xffffffffn), uid: 0, gid: 0, size: 0, dev: 0, nlink: 1, rdev: 0, blksize: 4096, blocks: 0, atime: 0, mtime: 0, ctime: 0 };
+}
+
 const CLAMP32 = 0xffffffffn;
 function u32(n: bigint): number {
   return Number(n > CLAMP32 ? CLAMP32 : n < 0n ? 0n : n);
@@ -230,33 +237,6 @@ export interface AdapterOptions {
   callerPid?: () => number;
 }
 
-/**
- * Is the process that sent a request gone or dying?  `seen` keeps its
- * start time from the first look, so a reused pid counts as gone.
- */
-export function requesterGone(pid: number, seen: { start?: string }): boolean {
-  let stat: string;
-  let status: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    return true;
-  }
-  // Fields after the ")" closing comm: state is the first, starttime the 20th.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = f[0] ?? '';
-  const start = f[19] ?? '';
-  if (seen.start === undefined) seen.start = start;
-  else if (seen.start !== start) return true;
-  if (state === 'Z' || state === 'X' || state === 'x') return true;
-  const SIGKILL_BIT = 1n << 8n;
-  for (const field of ['SigPnd', 'ShdPnd']) {
-    const m = new RegExp(`^${field}:\\s*([0-9a-f]+)`, 'm').exec(status);
-    if (m !== null && (BigInt('0x' + m[1]!) & SIGKILL_BIT) !== 0n) return true;
-  }
-  return false;
-}
 
 export interface Adapter {
   ops: Record<string, unknown>;
@@ -284,6 +264,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
   const errors = new Map<string, number>();
   // libfuse's hidden names of unlinked open files -> ino (see the header).
   const hidden = new Map<string, bigint>();
+  const dirStat = (ino: bigint): Record<string, number> => entryStat({ name: new Uint8Array(0), ino, type: DT.DIR, pos: 0n }, ino64);
   const isOpenHere = (ino: bigint): boolean => {
     for (const v of handles.values()) if (v === ino) return true;
     return false;
@@ -331,25 +312,8 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     }
     return p.finally(() => dataDone(r));
   };
-  // data-wait-err errors by "pid:ino", for the kernel's retry of a failed read (see the header).
-  const failedReads = new Map<string, { e: Error; until: number }>();
-  const recentFailure = (pid: number, ino: bigint): Error | undefined => {
-    if (pid <= 0) return undefined;
-    const k = `${pid}:${ino}`;
-    const f = failedReads.get(k);
-    if (f === undefined) return undefined;
-    if (f.until < Date.now()) {
-      failedReads.delete(k);
-      return undefined;
-    }
-    return f.e;
-  };
-  const noteFailure = (pid: number, ino: bigint, e: unknown): void => {
-    if (pid <= 0 || !(e instanceof DataWaitError)) return;
-    const now = Date.now();
-    for (const [k, f] of failedReads) if (f.until < now) failedReads.delete(k);
-    failedReads.set(`${pid}:${ino}`, { e, until: now + RETRY_WINDOW_MS });
-  };
+  // data-wait-err errors by process and inode, for the kernel's retry of a failed read (requester.ts).
+  const failedReads = new RecentFailures();
 
   // Run an op body and answer the kernel exactly once.  `shape` maps a
   // successful result to the callback arguments.
@@ -446,20 +410,32 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         bavail: u32(s.freeBlocks), files: u32(s.totalInodes), ffree: u32(s.freeInodes), favail: u32(s.freeInodes),
         fsid: 0, flag: 0, namemax: s.nameMax,
       }]),
+    // With stats (inode number and type), so getdents shows d_ino and
+    // d_type.  Names that are not UTF-8 cannot cross the binding: they are
+    // left out of the listing (counted in errors as 'EINVAL(unlisted name)').
     readdir: (path: string, cb: FuseCb) =>
       answer('readdir', cb, async () => {
         const dir = await resolveFresh(path);
+        const parent = (await fs.parentOf(dir)) ?? dir;
         const names = ['.', '..'];
-        const dec = new TextDecoder();
+        const stats = [dirStat(dir), dirStat(parent)];
         let pos = 0n;
         for (;;) {
           const ents: DirEntry[] = await fs.readdir(dir, pos, 256);
           if (ents.length === 0) break;
-          for (const e of ents) names.push(dec.decode(e.name));
+          for (const e of ents) {
+            const n = nameString(e.name);
+            if (n === null) {
+              errors.set('EINVAL(unlisted name)', (errors.get('EINVAL(unlisted name)') ?? 0) + 1);
+              continue;
+            }
+            names.push(n);
+            stats.push(entryStat(e, ino64));
+          }
           pos = ents[ents.length - 1]!.pos + 1n;
         }
-        return names;
-      }, (names) => [names]),
+        return { names, stats };
+      }, (r) => [r.names, r.stats]),
     open: (path: string, _flags: number, cb: FuseCb) =>
       answer('open', cb, async () => openIno(await resolveFresh(path)), (fd) => [fd]),
     opendir: (_path: string, _flags: number, cb: FuseCb) => cb(0, 0),
@@ -484,9 +460,9 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         const ino = await handleIno(fd, path);
         let data: Uint8Array;
         try {
-          data = await fs.read(ino, BigInt(pos), len, { signal, failInstead: recentFailure(pid, ino) });
+          data = await fs.read(ino, BigInt(pos), len, { signal, failInstead: failedReads.get(pid, ino) });
         } catch (e) {
-          noteFailure(pid, ino, e);
+          if (e instanceof DataWaitError) failedReads.note(pid, ino, e);
           throw e;
         }
         const n = Math.min(data.length, len);
@@ -513,8 +489,11 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
     ftruncate: (path: string, fd: number, size: number, cb: FuseCb) =>
       answer('ftruncate', cb, () => withSignal(async (signal) => fs.setattr(await handleIno(fd, path), { size: BigInt(size) }, { signal })), none),
     readlink: (path: string, cb: FuseCb) =>
-      answer('readlink', cb, async () => fs.readlink(await resolveFresh(path)),
-        (t) => [new TextDecoder().decode(t)]),
+      answer('readlink', cb, async () => {
+        const t = nameString(await fs.readlink(await resolveFresh(path)));
+        if (t === null) throw new FsError('EINVAL', 'a symlink target that is not UTF-8 cannot cross fuse-native');
+        return t;
+      }, (t) => [t]),
     chown: (path: string, uid: number, gid: number, cb: FuseCb) =>
       answer('chown', cb, async () => {
         // (uid_t)-1 / (gid_t)-1 mean "leave unchanged".
@@ -632,7 +611,7 @@ export function makeAdapter(fs: Fs, opts: AdapterOptions): Adapter {
         (v) => [Buffer.from(v.buffer, v.byteOffset, v.byteLength)]),
     listxattr: (path: string, cb: FuseCb) =>
       answer('listxattr', cb, async () => fs.listxattr(await resolveFresh(path)),
-        (names) => [names.map((n) => new TextDecoder().decode(n))]),
+        (names) => [names.map(nameString).filter((n): n is string => n !== null)]),
     removexattr: (path: string, name: string, cb: FuseCb) => {
       const who = callerCtx(); // before the first await
       answer('removexattr', cb, async () => {

@@ -37,8 +37,26 @@ import { FsError } from '../format/errors.js';
 
 const enc = new TextEncoder();
 
+/**
+ * A name (or symlink target, or xattr name) from the binding as bytes.  The
+ * binding decodes the kernel's bytes as UTF-8, replacing what is not UTF-8
+ * with U+FFFD, so a name holding U+FFFD cannot be told from a rewritten one:
+ * it is refused with EINVAL rather than stored rewritten.
+ */
 export function nameBytes(name: string): Uint8Array {
+  if (name.includes('\ufffd')) throw new FsError('EINVAL', 'a name that is not UTF-8 cannot cross fuse-native (use transport=kernel)');
   return enc.encode(name);
+}
+
+const strict = new TextDecoder('utf-8', { fatal: true });
+
+/** Stored bytes as a string for the binding, or null when they are not UTF-8 (fuse-native cannot carry them). */
+export function nameString(b: Uint8Array): string | null {
+  try {
+    return strict.decode(b);
+  } catch {
+    return null;
+  }
 }
 
 /** Split "/a/b" into ["a", "b"]; "/" is []. */

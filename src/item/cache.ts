@@ -65,8 +65,10 @@
  * structure happens synchronously between awaits.
  *
  * Left out: the kernel's per-page read seq bookkeeping (4.10 last bullet),
- * replaced by the generation above; lock objects (src/lock/ comes later),
- * replaced by the ItemLock description the caller passes.
+ * replaced by the generation above.  The cache knows no lock objects: the
+ * caller passes an ItemLock description (src/lock/ hands one out with every
+ * held lock), and the lock client calls invalidate(start, end) when a lock
+ * is given up (PROTOCOL.md 6.3).
  */
 import assert from 'node:assert/strict';
 import { BTREE_MAX_VAL_LEN } from '../format/constants.js';
@@ -74,11 +76,12 @@ import { FsError } from '../format/errors.js';
 import { ZONE } from '../format/items.js';
 import { compareKeys, keyDec, keyInc, ONES_KEY, type Key } from '../format/key.js';
 import { getU64, setU64 } from '../format/layout.js';
-import { maxKey, minKey } from '../forest/lockkeys.js';
+import { maxKey, minKey, type HeldLockMode } from '../format/lock.js';
 import type { ForestSegment } from '../forest/reader.js';
 import type { ForestWriteItem } from '../forest/writer.js';
 
-export type LockMode = 'READ' | 'WRITE' | 'WRITE_ONLY';
+/** The mode the operation's caller holds (format/lock.ts). */
+export type LockMode = HeldLockMode;
 
 /** What the cache needs to know of the cluster lock covering an operation. */
 export interface ItemLock {

@@ -11,7 +11,17 @@
  * half-made one that mounts.
  *
  * Every refusal is an MkfsError with a message for the user, and on any
- * refusal no byte of either device has been written.
+ * refusal no byte of either device has been written.  Where the reference
+ * mkfs's wording is known (the -z minimum, the size warnings, the summary)
+ * we print the same words; bin/mkfs.ts prints refusals bare, as it does.
+ *
+ * Pinned to the real scoutfs mkfs: test/unit/mkfs/reference.test.ts
+ * compares every block and hole of our plan with images the reference mkfs
+ * wrote (../shared/golden/reference-mkfs).  The one deliberate difference:
+ * the reference leaves the 24 unused bytes after each configured quorum
+ * slot's IPv4 address (inet_addr bytes 8..31, FORMAT.md 4.2) holding
+ * uninitialized stack memory (pointers that differ run to run); we write
+ * zeros there.  Readers never look at those bytes.
  *
  * Layout written (LG = 64 KiB units on the metadata device):
  *   LG 2     fs_root leaf: META_SEQ index item of ino 1, root inode
@@ -91,6 +101,9 @@ const LIST_NR = 1024n;
 const DATA_ALLOC_BLKNO = LIST_BLKNO + 1n + LIST_NR; // 1028
 const META_ALLOC_BLKNOS = [DATA_ALLOC_BLKNO + 1n, DATA_ALLOC_BLKNO + 2n]; // 1029, 1030
 const META_START = DATA_ALLOC_BLKNO + 3n; // 1031
+/** -z bounds: at least a mount's data allocation target (4 GiB of 4 KiB blocks), at most 1024 zones. */
+const DATA_FILL_TARGET_BLOCKS = 1048576n;
+const DATA_ALLOC_MAX_ZONES = 1024n;
 /** Smallest device sizes for which mkfs arithmetic leaves free space. */
 export const MIN_META_BLOCKS = META_START + 2n;
 export const MIN_DATA_BLOCKS = DATA_DEV_START_BLKNO + 1n;
@@ -157,6 +170,9 @@ export function planMkfs(
       warnings.push(`${msg}, allowing with -A`);
     }
   }
+  // After the size warnings, as the reference prints them (its mkfs.out of -m 3G -d 12G on 4G/16G images).
+  if (sm < metaBytes) warnings.push(`Limiting use of ${formatSize(metaBytes, '')} meta device to ${formatSize(sm, '')}`);
+  if (sd < dataBytes) warnings.push(`Limiting use of ${formatSize(dataBytes, '')} data device to ${formatSize(sd, '')}`);
   const totalMeta = sm / BigInt(LG_BLOCK_SIZE);
   const totalData = sd / BigInt(SM_BLOCK_SIZE);
   if (totalMeta < MIN_META_BLOCKS) {
@@ -171,9 +187,11 @@ export function planMkfs(
   let volopt = { set_bits: 0n, data_alloc_zone_blocks: 0n };
   if (opts.dataAllocZoneBlocks !== undefined) {
     const z = opts.dataAllocZoneBlocks;
-    if (z < 1048576n) throw new MkfsError(`data alloc zone blocks ${z} must be at least 1048576 (4 GiB of 4 KiB blocks)`);
-    if (z < ceilDiv(totalData, 1024n)) throw new MkfsError(`data alloc zone blocks ${z} must be at least ${ceilDiv(totalData, 1024n)} (total data blocks / 1024 zones)`);
-    if (z > totalData) throw new MkfsError(`data alloc zone blocks ${z} larger than total data blocks ${totalData}`);
+    const failed = `setting data_alloc_zone_blocks to '${z}' failed`;
+    if (z < DATA_FILL_TARGET_BLOCKS) throw new MkfsError(`${failed}, must be at least ${DATA_FILL_TARGET_BLOCKS} mount data allocation target blocks`);
+    const minZone = ceilDiv(totalData, DATA_ALLOC_MAX_ZONES);
+    if (z < minZone) throw new MkfsError(`${failed}, must be at least ${minZone} blocks to divide ${totalData} data blocks into at most ${DATA_ALLOC_MAX_ZONES} zones`);
+    if (z > totalData) throw new MkfsError(`${failed}, must be at most the ${totalData} total data blocks`);
     volopt = { set_bits: 1n, data_alloc_zone_blocks: z };
   }
 

@@ -38,7 +38,7 @@
  *
  * No cluster locks yet: this is a single node and nothing else may mount
  * the volume at the same time.  The Fs passes the item cache the lock
- * range each key would have (src/forest/lockkeys.ts) in WRITE mode, so the
+ * range each key would have (src/format/lock.ts) in WRITE mode, so the
  * bloom keys written are the ones a cluster mount would compute, and a lock
  * client can later be slotted in between.  Nothing fences a second mount:
  * running two is undefined.
@@ -127,19 +127,6 @@ export interface Mount {
   readXattrTotals(): Promise<XattrTotal[]>;
   close(): Promise<void>;
   status(): object;
-  /** Every counter of the mount, flat, snake_case, prefixed by subsystem (`scoutfs counters`). */
-  counters(): Record<string, number>;
-}
-
-/** {a: {bC: 1}} -> {a_b_c: 1}: numbers only. */
-export function flattenCounters(prefix: string, o: object, out: Record<string, number> = {}): Record<string, number> {
-  for (const [k, v] of Object.entries(o)) {
-    const name = `${prefix}_${k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}`;
-    if (typeof v === 'number') out[name] = v;
-    else if (typeof v === 'bigint') out[name] = Number(v);
-    else if (typeof v === 'object' && v !== null) flattenCounters(name, v as object, out);
-  }
-  return out;
 }
 
 const SUPER_OFF = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
@@ -341,13 +328,7 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
       totalDataBlocks: metaSb.total_data_blocks,
       allocInodes: (count) => allocInodes(commitq, count),
       lastSeq: () => lts.getLastSeq(),
-      serverSpace: () => ({
-        metaFree: vol.sb.meta_alloc[0].total_len + vol.sb.meta_alloc[1].total_len,
-        dataFree: vol.sb.data_alloc.total_len,
-        totalMeta: vol.sb.total_meta_blocks,
-        totalData: vol.sb.total_data_blocks,
-        inodeCount: vol.sb.inode_count,
-      }),
+      serverSpace: () => lts.statfs(rid),
       inodeBatch: t.inodeBatch,
     });
     teardown.push({ name: 'fs', fn: () => fs.destroy() });
@@ -395,22 +376,9 @@ export async function openMount(opts: MountOptions): Promise<Mount> {
           items: { bytes: items.bytes, dirty: items.dirtyCount, pages: items.pageCount },
           fs: fs.status(),
           server: { seq: seq.current, commits: vol.counters.commits, logTrees: lts.counters },
+          transCounters: trans.counters,
+          logMerge: mergeCounters,
         };
-      },
-      counters() {
-        const st = fs.status() as { counters: object; dataWaits: object; openInodes: number };
-        const out: Record<string, number> = {};
-        flattenCounters('trans', trans.counters, out);
-        flattenCounters('fs', st.counters, out);
-        flattenCounters('data_wait', st.dataWaits, out);
-        out.fs_open_inodes = st.openInodes;
-        flattenCounters('item_cache', items.counters, out);
-        flattenCounters('block_cache', cache.counters, out);
-        flattenCounters('forest', reader.counters, out);
-        flattenCounters('server', vol.counters, out);
-        flattenCounters('log_trees', lts.counters, out);
-        flattenCounters('log_merge', mergeCounters, out);
-        return out;
       },
     };
   } catch (e) {

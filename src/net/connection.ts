@@ -59,6 +59,19 @@
  * receive order; a caller that needs its continuation ordered against the
  * next incoming message uses the callback form, not the promise.
  *
+ * Deferred responses.  A handler may answer later, from outside its own
+ * call: it calls req.defer() and returns DEFERRED, and sends the answer
+ * through the DeferredReply whenever it is ready (the lock server answers
+ * a LOCK request with its grant, possibly much later, and must enqueue that
+ * grant in the same synchronous step that decides it, so that an
+ * invalidation it sends next cannot overtake it on the wire; the lock
+ * client answers invalidations from its own worker, while its ordered
+ * handler only queues them so the pump never waits on a commit).  A
+ * deferred answer follows the same rules as a returned one: it goes to
+ * the connection the request's connection was taken over by, and is
+ * dropped when the peer changed identity or the connection was destroyed.
+ * Each DeferredReply answers once (asserted).
+ *
  * Stale responses.  A handler that finishes after the connection moved on
  * to a new server (client) or was destroyed drops its response: the request
  * came from a server that is gone, and its id may already name a different
@@ -78,7 +91,12 @@
  * (the reference shuts some connections down instead, which makes the
  * client resend the same bytes forever).  A success response of the wrong
  * size completes the request with a CorruptionError (the reference's
- * EMSGSIZE, which ERRNO lacks).
+ * EMSGSIZE, which ERRNO lacks).  Handlers registered `sizeFatal` (the
+ * server's and the client's LOCK, the client's LOCK_RECOVER, PROTOCOL.md
+ * 3.3) take the reference's stricter path: a wrong-sized request is a
+ * fatal message that shuts the socket down, with no answer; so does a
+ * handler that throws a NetCorruptionError (a well-sized payload whose
+ * contents the protocol forbids, e.g. a LOCK mode byte of 7).
  *
  * Owner: the main thread.  Nothing here blocks or touches time; timers
  * (reconnect delay, reconnect-wait) belong to the endpoints.
@@ -108,6 +126,8 @@ export interface IncomingRequest {
   readonly peer: string;
   /** See the top comment: a hint; handlers are idempotent either way. */
   readonly delivery: Delivery;
+  /** Answer later: call this, return DEFERRED, then answer through the reply. */
+  defer(): DeferredReply;
 }
 
 /**
@@ -119,11 +139,27 @@ export interface IncomingRequest {
  * shut without an answer, and a resend to the same server would be dropped
  * by seq dedup, so only the next server can answer it.
  */
-export type IdempotentHandler = (req: IncomingRequest) => Uint8Array | Promise<Uint8Array>;
+export type IdempotentHandler = (req: IncomingRequest) => HandlerResult | Promise<HandlerResult>;
+
+/** Returned by a handler that called req.defer() and answers through it later. */
+export const DEFERRED: unique symbol = Symbol('deferred response');
+export type HandlerResult = Uint8Array | typeof DEFERRED;
+
+/** The answer to one request, sent later (see "Deferred responses" above). */
+export interface DeferredReply {
+  /** Send the success response (its size is checked like a returned one). */
+  send(data: Uint8Array): void;
+  /** Send an error response through the wire table. */
+  fail(e: FsError): void;
+  /** The response would be dropped now (peer gone or changed identity). */
+  readonly stale: boolean;
+}
 
 export interface HandlerOptions {
   /** Await this handler before processing the next received message. */
   ordered?: boolean;
+  /** A request of the wrong payload size shuts the socket down instead of answering EINVAL. */
+  sizeFatal?: boolean;
 }
 
 export type NetError = FsError | CorruptionError | LifecycleError;
@@ -177,7 +213,7 @@ export function newNetStats(): NetStats {
 /** Handlers of one endpoint, shared by all its connections. */
 export class HandlerTable {
   private readonly role: Role;
-  private readonly map = new Map<number, { fn: IdempotentHandler; ordered: boolean }>();
+  private readonly map = new Map<number, { fn: IdempotentHandler; ordered: boolean; sizeFatal: boolean }>();
 
   constructor(role: Role) {
     this.role = role;
@@ -190,10 +226,10 @@ export class HandlerTable {
     const handles = info.dir === 'both' || (info.dir === 'c2s') === (this.role === 'server');
     assert(handles, `a ${this.role} does not handle ${info.name} requests`);
     assert(!this.map.has(cmd), `handler for ${info.name} registered twice`);
-    this.map.set(cmd, { fn, ordered: opts.ordered ?? false });
+    this.map.set(cmd, { fn, ordered: opts.ordered ?? false, sizeFatal: opts.sizeFatal ?? false });
   }
 
-  get(cmd: number): { fn: IdempotentHandler; ordered: boolean } | undefined {
+  get(cmd: number): { fn: IdempotentHandler; ordered: boolean; sizeFatal: boolean } | undefined {
     return this.map.get(cmd);
   }
 }
@@ -602,6 +638,7 @@ export class Connection {
     const info = NET_CMD_INFO[f.cmd]!;
     if (!payloadSizeOk(info.req, f.data)) {
       this.ep.stats.badRequestSize++;
+      if (h.sizeFatal) throw new NetCorruptionError(this.peer, 'truncated', `${describeFrame(f)}: payload size wrong`);
       this.ep.log(`net ${this.ep.name}: ${describeFrame(f)} from ${this.peer}: payload size wrong, answering EINVAL`);
       this.respond(origin, wireErrorOf('EINVAL'), EMPTY);
       return;
@@ -609,29 +646,79 @@ export class Connection {
     const delivery: Delivery = this.peerReconnecting && f.seq < this.peerGreetingSeq ? 'maybe-resent' : 'first';
     this.ep.stats.requestsHandled++;
     if (delivery === 'maybe-resent') this.ep.stats.maybeResentHandled++;
+    let deferred: DeferredReply | null = null;
     const req: IncomingRequest = {
       cmd: f.cmd as NetCmd, id: f.id, seq: f.seq, data: f.data, rid: this.rid, peer: this.peer, delivery,
+      defer: () => {
+        assert(deferred === null, 'defer() called twice');
+        deferred = this.deferredReply(origin);
+        return deferred;
+      },
     };
-    let r: Uint8Array | Promise<Uint8Array>;
+    const finish = (r: HandlerResult): void => {
+      if (r === DEFERRED) {
+        assert(deferred !== null, `${info.name} handler returned DEFERRED without calling defer()`);
+        return;
+      }
+      assert(deferred === null, `${info.name} handler called defer() and returned an answer`);
+      this.respond(origin, 0, r);
+    };
+    const failed = (e: unknown): void => {
+      // A handler that deferred owns its answer: a throw after defer() is our
+      // bug, unless it is the peer's fault (a bad payload), which is fatal.
+      if (deferred === null || e instanceof NetCorruptionError) this.handlerFailed(origin, e);
+      else this.ep.bug(e);
+    };
+    let r: HandlerResult | Promise<HandlerResult>;
     try {
       r = h.fn(req);
     } catch (e) {
-      this.handlerFailed(origin, e);
+      failed(e);
       return;
     }
-    if (r instanceof Uint8Array) {
-      this.respond(origin, 0, r);
+    if (r instanceof Uint8Array || r === DEFERRED) {
+      try {
+        finish(r);
+      } catch (e) {
+        this.ep.bug(e);
+      }
       return;
     }
-    const done = Promise.resolve(r).then(
-      (data) => this.respond(origin, 0, data),
-      (e: unknown) => this.handlerFailed(origin, e),
-    );
+    const done = Promise.resolve(r).then(finish).catch(failed);
     return h.ordered ? done : undefined;
   }
 
+  private deferredReply(origin: RequestOrigin): DeferredReply {
+    let sent = false;
+    const once = (): void => {
+      assert(!sent, `deferred ${netCmdName(origin.cmd)} reply sent twice`);
+      sent = true;
+    };
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const conn = this;
+    return {
+      send(data: Uint8Array): void {
+        once();
+        conn.respond(origin, 0, data);
+      },
+      fail(e: FsError): void {
+        once();
+        conn.respond(origin, wireErrorOf(e.code), EMPTY);
+      },
+      get stale(): boolean {
+        return conn.target(origin) === null;
+      },
+    };
+  }
+
   private handlerFailed(origin: RequestOrigin, e: unknown): void {
-    if (e instanceof FsError) {
+    if (e instanceof NetCorruptionError) {
+      // The peer's request was well-sized but invalid, for a command whose
+      // handler "returns the error" (PROTOCOL.md 3.3): no answer, shut down.
+      this.ep.stats.corruption++;
+      this.ep.log(`net ${this.ep.name}: ${netCmdName(origin.cmd)} handler: ${e.message}; shutting the connection down`);
+      this.target(origin)?.closeSocket();
+    } else if (e instanceof FsError) {
       this.respond(origin, wireErrorOf(e.code), EMPTY);
     } else if (e instanceof CorruptionError) {
       this.ep.log(`net ${this.ep.name}: ${netCmdName(origin.cmd)} handler: ${e.message}; answering EIO`);

@@ -54,7 +54,9 @@ export type NetFatalReason =
   | 'no-handler'
   | 'before-greeting'
   | 'bad-greeting'
-  | 'truncated';
+  | 'truncated'
+  /** A payload of the right size whose contents are invalid (a handler's check). */
+  | 'bad-payload';
 
 export class NetCorruptionError extends CorruptionError {
   readonly reason: NetFatalReason;

@@ -321,6 +321,19 @@ export class NetServer implements Endpoint {
     return ok ? p : null;
   }
 
+  /**
+   * Shut the socket of rid's connection down (a peer answered a server
+   * request with something the protocol forbids, PROTOCOL.md 3.3); the
+   * connection enters reconnect-wait as after any socket loss.  false when
+   * rid has no live socket.
+   */
+  disconnectRid(rid: bigint): boolean {
+    const c = this.connOf(rid);
+    if (c === undefined || c.sock === null) return false;
+    c.closeSocket();
+    return true;
+  }
+
   /** Rids with a greeted connection (live or in reconnect-wait). */
   rids(): bigint[] {
     return this.conns.filter((c) => c.rid !== 0n && !c.destroyed).map((c) => c.rid);

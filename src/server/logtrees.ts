@@ -201,6 +201,15 @@ function zeroLt(rid: bigint, nr: bigint): LogTrees {
 }
 
 /** A deep copy: nothing the server keeps aliases a caller's object, and vice versa. */
+/** What STATFS answers (PROTOCOL.md 3.3 net_statfs, 7.4), in blocks of each device. */
+export interface ServerStatfs {
+  metaFree: bigint;
+  dataFree: bigint;
+  totalMeta: bigint;
+  totalData: bigint;
+  inodeCount: bigint;
+}
+
 export function copyLogTrees(lt: LogTrees): LogTrees {
   assert.equal(lt.data_alloc_zones.length, DATA_ALLOC_ZONE_BYTES, 'log_trees data_alloc_zones size');
   return decodeLogTrees(encodeLogTrees(lt));
@@ -458,6 +467,34 @@ export class LogTreesServer {
     }
     this.counters.lastSeqs++;
     return last;
+  }
+
+  /**
+   * STATFS (PROTOCOL.md 7.4): free blocks summed over every allocator the
+   * (dirty, in-memory) super references, avail and freed alike: both
+   * meta_alloc roots, data_alloc, the server list pairs and every lt's
+   * lists and data roots; inodes = super.inode_count + the lts'
+   * inode_count_delta.  The data roots of `ownRid`'s open lt are left
+   * out: that mount adds its own live ones, so its df moves with its
+   * writes before they commit.
+   */
+  async statfs(ownRid: bigint | null = null): Promise<ServerStatfs> {
+    return this.commitq.run(() => this.mutexes.logs.run(async () => {
+      const sb = this.vol.sb;
+      let metaFree = sb.meta_alloc[0].total_len + sb.meta_alloc[1].total_len;
+      for (const l of [...sb.server_meta_avail, ...sb.server_meta_freed]) metaFree += l.total_nr;
+      let dataFree = sb.data_alloc.total_len;
+      let inodeCount = sb.inode_count;
+      await btreeIterate(this.vol.store, sb.logs_root, ltKeyMin(0n), ltKeyMax(U64_MAX), (it) => {
+        const lt = this.decodeItem(it.key, it.val);
+        metaFree += lt.meta_avail.total_nr + lt.meta_freed.total_nr;
+        if (lt.rid !== ownRid || isFinalized(lt)) dataFree += lt.data_avail.total_len + lt.data_freed.total_len;
+        inodeCount += lt.inode_count_delta;
+      });
+      return {
+        metaFree, dataFree, totalMeta: sb.total_meta_blocks, totalData: sb.total_data_blocks, inodeCount: BigInt.asUintN(64, inodeCount),
+      };
+    }));
   }
 
   /* ---- invariants (4.13) ------------------------------------------------------ */

@@ -32,18 +32,13 @@
  * One owner: the server on the main thread.
  */
 import assert from 'node:assert/strict';
-import { decodeSuper, encodeSuper, type Super } from '../format/super.js';
-import { checkBlock } from '../format/block.js';
-import { CorruptionError, FsError } from '../format/errors.js';
-import { getU32, getU64 } from '../format/layout.js';
-import {
-  FORMAT_VERSION_MAX, LG_BLOCK_SIZE, MAGIC, SM_BLOCK_SIZE, SUPER_BLKNO, SUPER_FLAG_META_BDEV,
-} from '../format/constants.js';
+import { encodeSuper, type Super } from '../format/super.js';
+import { FsError } from '../format/errors.js';
 import type { BlockDevice } from '../runtime/device.js';
 import type { Random } from '../runtime/random.js';
 import { BlockCache } from '../block/cache.js';
 import { CacheImages } from '../block/images.js';
-import { writeSuperDurably } from '../block/super.js';
+import { readMetaSuper, writeSuperDurably } from '../block/super.js';
 import { ServerAlloc } from '../alloc/server.js';
 import type { BlockStore } from '../btree/store.js';
 
@@ -58,37 +53,8 @@ export interface VolumeOptions {
   reserved?: () => bigint;
 }
 
-const SUPER_OFF = SUPER_BLKNO * BigInt(SM_BLOCK_SIZE);
-
-/** Read and check the metadata device's super as a mount does. */
-export async function readMetaSuper(dev: BlockDevice): Promise<Super> {
-  if (dev.sizeBytes < SUPER_OFF + BigInt(SM_BLOCK_SIZE)) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'size', 'device too small to hold a super block');
-  }
-  // Like every block read, a failed check is retried once from the device
-  // before it is reported: a transient bad read must not fail a mount.
-  let b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
-  let fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
-  if (fail) {
-    b = await dev.read(SUPER_OFF, SM_BLOCK_SIZE);
-    fail = checkBlock(b, { kind: 'super', fsid: getU64(b, 8), blkno: SUPER_BLKNO, seq: null });
-  }
-  if (getU32(b, 4) !== MAGIC.super) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'magic', 'no scoutfs super block: not a scoutfs metadata device');
-  }
-  if (fail) throw new CorruptionError(dev.path, SUPER_BLKNO, fail.check, `super block: ${fail.detail}`);
-  const sb = decodeSuper(b);
-  if (sb.fmt_vers > FORMAT_VERSION_MAX) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', `format version ${sb.fmt_vers} is not supported`);
-  }
-  if ((sb.flags & SUPER_FLAG_META_BDEV) === 0n) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', 'this is a data device (META_BDEV flag clear): devices swapped?');
-  }
-  if (sb.total_meta_blocks * BigInt(LG_BLOCK_SIZE) > dev.sizeBytes) {
-    throw new CorruptionError(dev.path, SUPER_BLKNO, 'structure', `total_meta_blocks ${sb.total_meta_blocks} exceed the device`);
-  }
-  return sb;
-}
+/** Kept here for callers that open a volume; the read lives in src/block/super.ts. */
+export { readMetaSuper };
 
 export interface VolumeCounters {
   commits: number;

@@ -60,10 +60,17 @@
  * sync during a mount blocked before its first GET completes (4.14 (4)).
  * A forced unmount ends the loop with EIO and drops the dirty blocks.
  *
- * Left out: data writeback (4.5 steps 1, 3, 6) and the data allocator
- * (data_avail/data_freed are carried unchanged from the GET; their totals
- * still feed the commit_before_hold rule); lock-driven syncs are the
- * syncForLock() entry point the lock client will call.
+ * Data (4.5 steps 1, 3, 6).  There is no page cache to write back: the
+ * filesystem (src/fs) writes file data to the data device as it arrives,
+ * allocating blocks from the open transaction's data_avail and freeing
+ * them into its data_freed through the ForestWriter, so the lt COMMIT
+ * carries both as they stand (and data_avail's total feeds the
+ * commit_before_hold rule).  Steps 1 and 6 are the `dev.flush` before the
+ * COMMIT, which the mount makes flush the data device, then the metadata
+ * device; there is no cached data extent to return (step 3).
+ *
+ * Left out: lock-driven syncs are the syncForLock() entry point the lock
+ * client will call.
  */
 import assert from 'node:assert/strict';
 import type { BlknoBounds } from '../alloc/extent.js';
@@ -105,7 +112,7 @@ export interface TransOptions {
   server: TransServer;
   clock: Clock;
   images: TransImages;
-  /** The metadata device: flushed after the dirty blocks are written. */
+  /** The devices: flushed after the dirty blocks are written, before the COMMIT (the mount flushes data, then metadata). */
   dev: { flush(): Promise<void> };
   items: TransItems;
   /** Valid metadata blknos [2, total_meta_blocks - 1]. */

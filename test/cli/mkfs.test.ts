@@ -58,6 +58,13 @@ test('-m and -d limit the sizes used', async () => {
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /64KB metadata blocks: 1600 \(100\.00 MB\)/);
   assert.match(r.out, /4KB data blocks: +2560 \(10\.00 MB\)/);
+  assert.equal(r.err, [
+    '100.00MB file too small for min 64.00GB meta device, allowing with -A',
+    '10.00MB file too small for min 64.00GB data device, allowing with -A',
+    'Limiting use of 200.00MB meta device to 100.00MB',
+    'Limiting use of 64.00MB data device to 10.00MB',
+    '',
+  ].join('\n'));
 });
 
 test('bad input is refused with the images untouched', async (t) => {
@@ -67,34 +74,36 @@ test('bad input is refused with the images untouched', async (t) => {
   const link = join(tmp.path, 'meta-link');
   symlinkSync(meta, link);
   const before = [sha(meta), sha(data)];
-  const cases: [string, string[], RegExp][] = [
-    ['no -Q', ['-A', meta, data], /at least one quorum slot/],
-    ['duplicate slot', ['-A', '-Q', '0,127.0.0.1,7000', '-Q', '0,127.0.0.1,7001', meta, data], /slot nr 0 specified more than once/],
-    ['slot out of range', ['-A', '-Q', '15,127.0.0.1,7000', meta, data], /out of range, must be 0 to 14/],
-    ['bad address', ['-A', '-Q', '0,300.1.2.3,7000', meta, data], /not an IPv4 address/],
-    ['any address', ['-A', '-Q', '0,0.0.0.0,7000', meta, data], /invalid address/],
-    ['bad port', ['-A', '-Q', '0,127.0.0.1,0', meta, data], /port 0 out of range/],
-    ['port too big', ['-A', '-Q', '0,127.0.0.1,70000', meta, data], /port 70000 out of range/],
-    ['duplicate addr:port', ['-A', '-Q', '0,127.0.0.1,7000', '-Q', '1,127.0.0.1,7000', meta, data], /duplicate/],
-    ['malformed slot', ['-A', '-Q', '0,127.0.0.1', meta, data], /must be NR,ADDR,PORT/],
-    ['too small without -A', [...Q, meta, data], /80\.00MB file too small for min 64\.00GB meta device/],
-    ['same device twice', ['-A', ...Q, meta, meta], /are the same device/],
-    ['same device via a symlink', ['-A', ...Q, link, meta], /are the same device/],
-    ['unreadable device', ['-A', ...Q, join(tmp.path, 'missing'), data], /cannot access device/],
-    ['a directory', ['-A', ...Q, tmp.path, data], /not a regular file or block device/],
-    ['format version out of range', ['-A', '-V', '1', ...Q, meta, data], /format version 1 out of range/],
-    ['format version not a number', ['-A', '-V', 'x', ...Q, meta, data], /invalid format version/],
-    ['unknown option', ['-A', '--bogus', ...Q, meta, data], /Unknown option/],
-    ['one device', ['-A', ...Q, meta], /META-DEVICE and a DATA-DEVICE/],
-    ['bad size', ['-A', '-m', 'lots', ...Q, meta, data], /invalid max meta size/],
-    ['-m larger than the device', ['-A', '-m', '1G', ...Q, meta, data], /larger than device size/],
-    ['zone too small', ['-A', '-z', '5', ...Q, meta, data], /must be at least 1048576/],
+  const cases: [string, string[], RegExp, number][] = [
+    ['no -Q', ['-A', meta, data], /at least one quorum slot/, 2],
+    ['duplicate slot', ['-A', '-Q', '0,127.0.0.1,7000', '-Q', '0,127.0.0.1,7001', meta, data], /slot nr 0 specified more than once/, 1],
+    ['slot out of range', ['-A', '-Q', '15,127.0.0.1,7000', meta, data], /out of range, must be 0 to 14/, 1],
+    ['bad address', ['-A', '-Q', '0,300.1.2.3,7000', meta, data], /not an IPv4 address/, 2],
+    ['any address', ['-A', '-Q', '0,0.0.0.0,7000', meta, data], /invalid address/, 1],
+    ['bad port', ['-A', '-Q', '0,127.0.0.1,0', meta, data], /port 0 out of range/, 1],
+    ['port too big', ['-A', '-Q', '0,127.0.0.1,70000', meta, data], /port 70000 out of range/, 1],
+    ['duplicate addr:port', ['-A', '-Q', '0,127.0.0.1,7000', '-Q', '1,127.0.0.1,7000', meta, data], /duplicate/, 1],
+    ['malformed slot', ['-A', '-Q', '0,127.0.0.1', meta, data], /must be NR,ADDR,PORT/, 2],
+    ['too small without -A', [...Q, meta, data], /80\.00MB file too small for min 64\.00GB meta device/, 1],
+    ['same device twice', ['-A', ...Q, meta, meta], /are the same device/, 1],
+    ['same device via a symlink', ['-A', ...Q, link, meta], /are the same device/, 1],
+    ['unreadable device', ['-A', ...Q, join(tmp.path, 'missing'), data], /cannot access device/, 1],
+    ['a directory', ['-A', ...Q, tmp.path, data], /not a regular file or block device/, 1],
+    ['format version out of range', ['-A', '-V', '1', ...Q, meta, data], /format version 1 out of range/, 1],
+    ['format version not a number', ['-A', '-V', 'x', ...Q, meta, data], /invalid format version/, 2],
+    ['unknown option', ['-A', '--bogus', ...Q, meta, data], /Unknown option/, 2],
+    ['one device', ['-A', ...Q, meta], /META-DEVICE and a DATA-DEVICE/, 2],
+    ['bad size', ['-A', '-m', 'lots', ...Q, meta, data], /invalid max meta size/, 2],
+    ['-m larger than the device', ['-A', '-m', '1G', ...Q, meta, data], /larger than device size/, 1],
+    ['zone too small', ['-A', '-z', '5', ...Q, meta, data], /must be at least 1048576/, 1],
   ];
-  for (const [name, args, re] of cases) {
+  for (const [name, args, re, code] of cases) {
     await t.test(name, async () => {
       const r = await scoutfs('mkfs', ...args);
-      assert.notEqual(r.code, 0, `${name}: exit code`);
+      // 2: a usage error (message and usage); 1: mkfs refused the arguments or devices.
+      assert.equal(r.code, code, `${name}: exit code; stderr: ${r.err}`);
       assert.match(r.err, re);
+      if (code === 2) assert.match(r.err, /^usage: scoutfs mkfs /m, `${name}: usage printed`);
       assert.equal(r.out, '');
       assert.deepEqual([sha(meta), sha(data)], before, `${name}: images changed`);
     });

@@ -1,23 +1,38 @@
 /*
- * Test helpers for CLI tests: run `scoutfs` in-process with captured
- * output, make sparse image files in a per-test temp folder, hash files to
+ * Test helpers for CLI tests: run `bin/scoutfs` as a child process, as a
+ * user runs it (the shim, the dispatcher, real stdout/stderr and exit
+ * status), make sparse image files in a per-test temp folder, hash files to
  * prove they were not touched, and loop devices (root only) that are always
  * detached.
  */
 import { mkdtempSync, rmSync, openSync, ftruncateSync, closeSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { main } from '../../bin/scoutfs.js';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLI = join(ROOT, 'bin', 'scoutfs');
 
 export interface CliResult { code: number; out: string; err: string }
 
-export async function scoutfs(...args: string[]): Promise<CliResult> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => { out += s; }, err: (s) => { err += s; } });
-  return { code, out, err };
+/** `bin/scoutfs ARGS` as a child process; its exit status, stdout and stderr. */
+export function scoutfs(...args: string[]): Promise<CliResult> {
+  return scoutfsIn({}, ...args);
+}
+
+/** scoutfs() with a working directory. */
+export function scoutfsIn(o: { cwd?: string }, ...args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: o.cwd, timeout: 120_000, maxBuffer: 64 << 20 }, (e, stdout, stderr) => {
+      if (e && typeof e.code !== 'number') {
+        reject(new Error(`scoutfs ${args.join(' ')}: ${e.message} (signal ${e.signal ?? 'none'})`));
+        return;
+      }
+      resolve({ code: e ? (e.code as number) : 0, out: stdout, err: stderr });
+    });
+  });
 }
 
 export class TempDir {

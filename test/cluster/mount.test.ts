@@ -3,8 +3,10 @@
  * image files attached to loop devices; `scoutfs mount` runs as a child
  * process (foreground, as a harness node would run it); files are created
  * and written through the kernel; `scoutfs walk-inodes` lists a touched
- * file's new meta_seq after the CLI's implicit sync; stat, statfs, df and
- * sync answer; SIGTERM commits and unmounts with exit 0; a second mount
+ * file's new meta_seq after the CLI's implicit sync; stat, statfs, counters, df and
+ * sync answer (statfs with the volume's fsid and totals, counters with the
+ * mount's numeric status fields, df with rows that add up and count the
+ * data written); SIGTERM commits and unmounts with exit 0; a second mount
  * reads the data back; `umount MNT` stops the daemon too; `scoutfs fsck`
  * is clean afterwards.  Also: malformed options and a busy mount point are
  * refused with a non-zero exit and leave nothing mounted.  Names longer
@@ -24,6 +26,7 @@ import { join } from 'node:path';
 import { CleanupRegistry, isMounted } from '../../harness/cleanup.js';
 import type { NodeProc } from '../../harness/proc.js';
 import { GIB, Volume, clusterSkip, errCode, finish, logLines, scoutfs, tempBase } from './util.js';
+import { decodeSuper } from '../../src/format/super.js';
 
 const run = promisify(execFile);
 const SKIP = await clusterSkip();
@@ -109,15 +112,38 @@ test('mount, write, walk-inodes, stat, statfs, df, SIGTERM, remount, read back, 
   assert.equal(mine.length, 1, w2.out);
   assert.ok(BigInt(mine[0]![1]!) > seq1, `meta_seq moved past ${seq1}: ${w2.out}`);
 
+  // statfs: the volume's own fsid (from its super block) and totals.
+  const superBytes = Buffer.alloc(4096);
+  const mfh = await fsp.open(meta, 'r');
+  await mfh.read(superBytes, 0, 4096, 65536);
+  await mfh.close();
+  const sb = decodeSuper(new Uint8Array(superBytes));
   const sf = await scoutfs('statfs', mnt);
   assert.equal(sf.code, 0, sf.err);
-  assert.match(sf.out, /^fsid\s+[0-9a-f]{16}$/m);
+  assert.match(sf.out, new RegExp(`^fsid\\s+${sb.hdr.fsid.toString(16).padStart(16, '0')}$`, 'm'));
   assert.match(sf.out, /^rid\s+[0-9a-f]{16}$/m);
   assert.match(sf.out, /^committed_seq\s+\d+$/m);
+  assert.match(sf.out, new RegExp(`^total_meta_blocks\\s+${sb.total_meta_blocks}$`, 'm'));
+  assert.match(sf.out, new RegExp(`^total_data_blocks\\s+${sb.total_data_blocks}$`, 'm'));
+  const ct = await scoutfs('counters', mnt);
+  assert.equal(ct.code, 0, ct.err);
+  assert.match(ct.out, /^trans\.transSeq\s+\d+$/m);
+  assert.match(ct.out, /^server\.logTrees\.getsOpened\s+[1-9]\d*$/m);
+  assert.ok(!/^trans\.step\s/m.test(ct.out), 'text fields are not counters');
+  // df: one row per device; used + free = total, Use% follows; the data
+  // row counts the blocks written above (200000 + 6 bytes: at least 50).
   const df = await scoutfs('df', mnt);
   assert.equal(df.code, 0, df.err);
-  assert.match(df.out, /^MetaData\s+64KB/m);
-  assert.match(df.out, /^Data\s+4KB/m);
+  const dfRow = (type: string): bigint[] => {
+    const m = new RegExp(`^${type}\\s+\\S+\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)%$`, 'm').exec(df.out);
+    assert.ok(m, `${type} row in:\n${df.out}`);
+    return m.slice(1).map(BigInt);
+  };
+  const [mt, mu, mf, mp] = dfRow('MetaData');
+  assert.deepEqual([mt, mu! + mf!, mp], [sb.total_meta_blocks, mt, (mu! * 100n) / mt!]);
+  const [dt, du, dfree] = dfRow('Data');
+  assert.deepEqual([dt, du! + dfree!], [sb.total_data_blocks - 64n, dt], 'data blocks from 64 on');
+  assert.ok(du! >= 50n, `data used ${du}`);
 
   // SIGTERM commits, unmounts and exits 0.
   const ex = await proc.stop(30_000);

@@ -9,7 +9,7 @@
  * failing or timed-out test leaves nothing mounted or attached.  The CLI
  * always runs as a child process (`bin/scoutfs`), exactly as a user runs
  * it; mounts run it in the foreground under harness/proc.ts, and a mount is
- * ready when it is in /proc/mounts and its log says "mounted ".
+ * ready when it is in /proc/mounts and its log says "mounted DATA at MNT".
  *
  * A daemon killed with SIGKILL leaves a dead FUSE mount behind (every
  * syscall answers ENOTCONN): `forceUnmount` removes it lazily with
@@ -90,8 +90,16 @@ export interface VolumeOptions {
 }
 
 /** Two loop devices with scoutfs on them, a mount point and a log dir. */
+export type Transport = 'kernel' | 'fuse-native';
+
 export class Volume {
   private nth = 0;
+  /** The transport= option mounts use (null: the default, kernel). */
+  transport: Transport | null = null;
+  /** Extra environment of the mount daemons (e.g. SCOUTFS_TEST_HOOKS). */
+  env: Record<string, string> = {};
+  /** Extra -o options of the mounts (e.g. ',writeback_cache'). */
+  extraOptions = '';
 
   private constructor(
     readonly reg: CleanupRegistry,
@@ -121,7 +129,22 @@ export class Volume {
     return v;
   }
 
+  /**
+   * Loop devices over existing images (made elsewhere, e.g. by the
+   * reference mkfs) and a mount point; the images stay the caller's.
+   * Such a volume has no quorum port of ours: mkfs() is not for it.
+   */
+  static async attach(reg: CleanupRegistry, base: string, name: string, metaImage: string, dataImage: string): Promise<Volume> {
+    const dir = join(base, name);
+    const mnt = join(dir, 'mnt');
+    await fsp.mkdir(mnt, { recursive: true });
+    const meta = (await attachLoop(reg, metaImage)).path;
+    const data = (await attachLoop(reg, dataImage)).path;
+    return new Volume(reg, dir, name, meta, data, metaImage, dataImage, mnt, 0);
+  }
+
   async mkfs(extra: string[] = [], meta = this.meta, data = this.data): Promise<void> {
+    assert(this.port !== 0, 'an attached volume has no quorum port of ours');
     const r = await scoutfs('mkfs', '-A', '-f', ...extra, '-Q', `0,${this.addr},${this.port}`, meta, data);
     assert.equal(r.code, 0, r.out + r.err);
   }
@@ -133,7 +156,7 @@ export class Volume {
   async mount(o: { meta?: string; data?: string; timeoutMs?: number } = {}): Promise<NodeProc> {
     const proc = await this.startMount(o);
     const up = mountAppears(this.mnt);
-    const said = logMatches(proc.logPath, /^mounted /m);
+    const said = logMatches(proc.logPath, /^mounted \S+ at /m);
     await proc.waitReady(async () => (await up()) && (await said()), { timeoutMs: o.timeoutMs ?? 60_000, what: 'scoutfs mount' });
     return proc;
   }
@@ -143,9 +166,11 @@ export class Volume {
     const name = `${this.name}-mount${this.nth++}`;
     const proc = await startProc(this.reg, {
       name, command: process.execPath,
-      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0`, o.data ?? this.data, this.mnt],
+      args: [CLI, 'mount', '-o', `metadev_path=${o.meta ?? this.meta},quorum_slot_nr=0${this.transport === null ? '' : `,transport=${this.transport}`}${this.extraOptions}`,
+        o.data ?? this.data, this.mnt],
       logPath: join(this.base, `${name}.log`),
       stopTimeoutMs: 30_000,
+      env: this.env,
     });
     await this.reg.add(`unmount ${this.mnt} (${name})`, () => forceUnmountQuiet(this.mnt));
     return proc;

@@ -1,6 +1,8 @@
 /*
  * Goal: the perf FUSE baseline (perf/fuse-passthrough.ts) is a working
- * filesystem, so its numbers mean something: through the mount we create,
+ * filesystem mounted with the scoutfs mount's FUSE options (cache timeouts,
+ * permission checks, request sizes), so its numbers mean something and
+ * compare like with like: through the mount we create,
  * write, fsync, read back, truncate, rename, link, symlink, mkdir, readdir,
  * chmod, utimes and unlink, and each change is visible in the backing
  * directory.  The daemon is started and torn down by the harness, which
@@ -15,7 +17,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CleanupRegistry, isMounted, unmount, unmountAllUnder } from '../../harness/cleanup.js';
+import { CleanupRegistry, findMount, isMounted, unmount, unmountAllUnder } from '../../harness/cleanup.js';
+import { fuseOptions, MAX_WRITE_BYTES } from '../../src/fuse/adapter.js';
 import { logMatches, mountAppears, pidAlive, startProc, type NodeProc } from '../../harness/proc.js';
 import { isRoot, which } from '../../harness/sys.js';
 
@@ -40,10 +43,21 @@ async function mountPassthrough(reg: CleanupRegistry, name: string): Promise<{ b
   return { backing, mnt, proc };
 }
 
-test('file and directory operations pass through', { skip: SKIP }, async () => {
+test('mounted with the scoutfs FUSE options, file and directory operations pass through', { skip: SKIP }, async () => {
   const reg = new CleanupRegistry('fuse-ops');
   try {
     const { backing, mnt, proc } = await mountPassthrough(reg, 'ops');
+    // The option string the daemon handed to libfuse is the scoutfs
+    // mount's, apart from the fsname and subtype (perf ratios compare like
+    // with like); the kernel shows the ones it keeps.
+    const logged = /\(fsname=([^ ]+), max_read=(\d+),/.exec(await proc.log());
+    assert.ok(logged, await proc.log());
+    const own = (o: string): string[] => o.split(',').slice(1).filter((x) => !x.startsWith('subtype=')).sort();
+    assert.deepEqual(own(logged[1]!), own(fuseOptions('x')));
+    assert.equal(Number(logged[2]), MAX_WRITE_BYTES);
+    const m = await findMount(mnt);
+    assert.equal(m?.fstype, 'fuse.passthrough');
+    for (const o of ['default_permissions', 'allow_other', `max_read=${MAX_WRITE_BYTES}`]) assert.ok(m!.options.split(',').includes(o), `${o} in ${m!.options}`);
     const f = join(mnt, 'a.txt');
     const fd = fs.openSync(f, 'wx', 0o640);
     const data = Buffer.alloc(300_000, 7);

@@ -1,7 +1,10 @@
 /*
  * Goal: a run leaves nothing behind however it ends.
- *   - placeholder: N real node processes on loop devices pass, their logs
+ *   - heartbeat: N heartbeat processes on loop devices pass, their logs
  *     are in the run folder and the images are removed.
+ *   - mount (root and FUSE): N real `scoutfs mount` nodes, each on its own
+ *     volume, write and read back, stop cleanly and fsck clean, and the
+ *     run leaves nothing mounted or attached.
  *   - selftest-fail: throws after attaching loop devices, mounting ext4 on a
  *     loop device and a tmpfs, creating the private network and starting
  *     nodes; afterwards no loop device, mount, namespace or process of the
@@ -14,6 +17,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { access, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +25,7 @@ import { execa } from 'execa';
 import { unmountAllUnder } from '../../harness/cleanup.js';
 import { RUN_CLI, runScenario, type Created } from '../../harness/runner.js';
 import '../../harness/scenarios.js';
-import { isRoot, waitFor } from '../../harness/sys.js';
+import { isRoot, waitFor, which } from '../../harness/sys.js';
 import { assertNothingLeft } from './leaks.js';
 
 const base = await mkdtemp(join(tmpdir(), 'sfh-runner-'));
@@ -42,8 +46,8 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-test('placeholder scenario passes, keeps logs, removes images', async () => {
-  const r = await runScenario('placeholder', { nodes: 3, seed: 7, baseDir: base, log: quiet });
+test('heartbeat scenario passes, keeps logs, removes images', async () => {
+  const r = await runScenario('heartbeat', { nodes: 3, seed: 7, baseDir: base, log: quiet });
   assert.equal(r.ok, true, r.error ?? '');
   assert.equal(r.replayPath, null);
   const files = await readdir(r.runDir);
@@ -52,6 +56,34 @@ test('placeholder scenario passes, keeps logs, removes images', async () => {
   assert.deepEqual(await readdir(join(r.runDir, 'images')), []);
   assert.equal(r.created.pids.length, 3);
   if (isRoot()) assert.equal(r.created.loopDevices.length, 3);
+  await assertNothingLeft(r.created, r.runDir);
+});
+
+const NO_MOUNT = isRoot() && existsSync('/dev/fuse') && (await which('fusermount')) ? false : 'needs root, /dev/fuse and fusermount';
+
+test('mount scenario: real scoutfs mounts as the nodes write, read back, stop cleanly, fsck clean', { skip: NO_MOUNT, timeout: 300_000 }, async () => {
+  const r = await runScenario('mount', { nodes: 2, seed: 11, baseDir: base, log: quiet });
+  try {
+    assert.equal(r.ok, true, r.error ?? '');
+    assert.equal(r.created.pids.length, 2);
+    assert.equal(r.created.loopDevices.length, 4, 'a meta and a data device per node');
+    for (const n of ['node0', 'node1']) {
+      const log = await readFile(join(r.runDir, `${n}.log`), 'utf8');
+      assert.match(log, /^mounted /m, `${n} is a scoutfs mount`);
+      assert.match(log, /closed$/m, `${n} committed and closed on SIGTERM`);
+    }
+    const runLog = await readFile(join(r.runDir, 'result.json'), 'utf8');
+    assert.equal((JSON.parse(runLog) as { ok: boolean }).ok, true);
+  } finally {
+    await assertNothingLeft(r.created, r.runDir);
+  }
+});
+
+test('mount scenario refuses --netns before it makes anything', { skip: NO_MOUNT }, async () => {
+  const r = await runScenario('mount', { nodes: 1, seed: 1, baseDir: base, log: quiet, options: { netns: true } });
+  assert.equal(r.ok, false);
+  assert.match(r.error ?? '', /--netns is not supported/);
+  assert.deepEqual([r.created.loopDevices, r.created.pids], [[], []]);
   await assertNothingLeft(r.created, r.runDir);
 });
 

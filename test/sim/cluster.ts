@@ -47,10 +47,35 @@
  *
  * Mounts.  mountClient() makes a new mount incarnation on a host: a new
  * rid, its own disk and block cache, an ItemCache, a Trans over a
- * NetTransServer over a NetClient.  Items are written with WRITE_ONLY
- * lock semantics (createForce / deleteForce: the workload never reads
- * through the cache, so it needs no GET_ROOTS or lock server).
- * crashClient() kills a mount: its uncommitted work is lost with it.
+ * NetTransServer over a NetClient, and a LockClient over the same
+ * NetClient, Trans and ItemCache, with a model of the kernel's caches as
+ * its kernel hook.  The private workload (set/del/srch) writes its own key
+ * space with WRITE_ONLY lock semantics described by hand (createForce /
+ * deleteForce: it never reads, and no other mount touches those keys); the
+ * shared workload (increment/read/remove/incrementTwo/indexWrite) takes
+ * real cluster locks from the lock server and reads through the item
+ * cache, and is checked against sharedmodel.ts.  crashClient() kills a
+ * mount: its uncommitted work is lost with it.
+ *
+ * Locks.  Every server incarnation runs a LockServer over its NetServer
+ * (write seqs from its SeqCounter through lockSeqsOf).  mounted_clients is
+ * modelled by a set that survives server crashes: a rid greeting with term
+ * 0 joins it, a reclaimed rid leaves it.  A new server recovers the locks
+ * of every rid in it (LOCK_RECOVER on first contact) and processes no lock
+ * request until all have recovered or were fenced by the recovery timer;
+ * its GET_LOG_TREES waits for that too (PROTOCOL.md 13.26).  Fencing
+ * crashes the mount, then the lock server forgets the rid, then its lt is
+ * reclaimed, then it leaves mounted_clients (reclaim_rid order).
+ *
+ * The kernel cache model.  A shared FS-zone key a mount has read or
+ * written is kept in its kernel cache model and later reads of it are
+ * served from there without any lock, as the kernel serves cached
+ * attributes and names without asking the daemon; the lock client's
+ * kernel hook drops the entries of the inodes an invalidated lock covers.
+ * A missed invalidation shows up as a stale read.
+ *
+ * The lock oracle: every grant a mount receives is compared with what every
+ * other live mount holds of that lock (sharedmodel.ts).
  *
  * Fencing and reclaim (PROTOCOL.md 1.6, 3.7, 3.10, 4.8), modelled here
  * because the fence/recovery machinery is not part of this issue: when a
@@ -72,6 +97,10 @@
  * them; for a crashed one, some prefix at least as long as its last
  * successful sync.
  *
+ * Shared keys are checked as they are read (a stale read is an error at
+ * once) and at the end: each one's durable value, read through a fresh
+ * forest reader, must be its latest version or one a crash may have lost.
+ *
  * The end-of-run checker (verify): fsck of the medium (every block
  * referenced, free or listed exactly once; every structure valid); the log
  * trees invariants (4.13 (1), (2)) from a fresh server over the medium;
@@ -91,12 +120,15 @@ import { BlockCache } from '../../src/block/cache.js';
 import { CacheImages } from '../../src/block/images.js';
 import { NetTransServer } from '../../src/client/transserver.js';
 import { ForestReader } from '../../src/forest/reader.js';
-import { lockRangeOf } from '../../src/forest/lockkeys.js';
+import { indexLockRange, lockRangeOf } from '../../src/format/lock.js';
+import { LockClient, type KernelInvalidation, type LockClientCounters, type LockEvent } from '../../src/lock/client.js';
+import { LockServer, lockSeqsOf, type LockServerCounters } from '../../src/server/lock.js';
+import { SharedModel, compatibleHolders, hexOf } from './sharedmodel.js';
 import { readSrchLogEntries } from '../../src/srch/file.js';
 import { CorruptionError, LifecycleError } from '../../src/format/errors.js';
-import { SRCH_TYPE, ZONE } from '../../src/format/items.js';
-import { key, type Key } from '../../src/format/key.js';
-import { U64_MAX } from '../../src/format/layout.js';
+import { FS_TYPE, INDEX_TYPE, SRCH_TYPE, ZONE, indexKey } from '../../src/format/items.js';
+import { formatKey, key, type Key } from '../../src/format/key.js';
+import { U64_MAX, getU64, setU64 } from '../../src/format/layout.js';
 import { LOG_TREES_FLAG_FINALIZED, decodeLogTrees, type LogTrees } from '../../src/format/logtrees.js';
 import { readSrchFile, type SrchEntry } from '../../src/format/srch.js';
 import { fsck } from '../../src/fsck/fsck.js';
@@ -232,8 +264,10 @@ export interface ClusterOptions {
   readCorruptProbability?: number;
   /** Latency of every node's disk writes and flushes (default [0, 2] ms; see NodeDisk). */
   ioMs?: readonly [number, number];
-  /** Serialize a mount's concurrent srch appends (see ClientNode.srch; default true). */
+  /** Also serialize a mount's concurrent srch appends in the harness (see ClientNode.srch; default false). */
   serializeSrch?: boolean;
+  /** TEST OF THE TEST: every server incarnation's first n conflicting grants skip invalidation. */
+  brokenLocks?: number;
 }
 
 /** Per-run fault rates the sweep turns on in its window and off to quiesce. */
@@ -265,6 +299,17 @@ export interface ClusterCounters {
   mountRetries: number;
   /** GET_LAST_SEQ answers checked by the sweep's workload. */
   lastSeqChecks: number;
+  /** Grants the lock oracle checked against every other live mount. */
+  oracleChecks: number;
+  /** Shared-key reads served from a mount's model kernel cache / through the item cache. */
+  kernelCacheReads: number;
+  itemReads: number;
+  /** Kernel cache entries dropped by lock invalidations. */
+  kernelCacheDropped: number;
+  /** Rids whose lock recovery a server waited for / fenced for not recovering. */
+  lockRecoveryFences: number;
+  /** Shared-key operations that failed on a corrupt read (EIO to the user). */
+  sharedReadErrors: number;
 }
 
 /* ---- models ------------------------------------------------------------------------------ */
@@ -317,6 +362,7 @@ export interface ServerNode {
   readonly lts: LogTreesServer;
   readonly handlers: TransHandlers;
   readonly net: NetServer;
+  readonly locks: LockServer;
   /** Rids that greeted this incarnation (recovery, PROTOCOL.md 3.10). */
   readonly greeted: Set<bigint>;
   /** Every lt the service returned from GET, by rid (scenario checks). */
@@ -324,9 +370,16 @@ export interface ServerNode {
   dead: boolean;
 }
 
+/** A mount's model of the kernel's caches (attributes, names) of shared keys: key id -> (ino, value hex). */
+export type KernelCacheModel = Map<string, { ino: bigint; val: string | null }>;
+
+const SHARED_ITEM_TYPE = FS_TYPE.SYMLINK;
+
 export class ClientNode {
   dead = false;
   mounted = false;
+  /** The trans seq when this mount crashed (its later transactions may be lost). */
+  crashSeq: bigint | null = null;
   /** Workload finished, final sync included. */
   done = false;
   readonly model = new ClientModel();
@@ -351,8 +404,154 @@ export class ClientNode {
     /** Trans and item cache log lines, and the Trans call trace. */
     readonly logs: string[],
     readonly trace: string[],
+    readonly locks: LockClient,
+    readonly kernel: KernelCacheModel,
   ) {
     this.inoBase = BigInt(index + 1) * 1024n;
+  }
+
+  /* ---- shared keys under cluster locks (sharedmodel.ts) --------------------------------- */
+
+  /** A value that names its writer: counter u64, rid u64. */
+  private value(counter: bigint): Uint8Array {
+    const b = new Uint8Array(16);
+    setU64(b, 0, counter);
+    setU64(b, 8, this.rid);
+    return b;
+  }
+
+  private counterOf(v: Uint8Array | null): bigint {
+    return v === null || v.length < 8 ? 0n : getU64(v, 0);
+  }
+
+  private kernelSet(k: Key, v: Uint8Array | null): void {
+    if (k.zone === ZONE.FS) this.kernel.set(formatKey(k), { ino: k.first, val: hexOf(v) });
+  }
+
+  private recordWrite(k: Key, v: Uint8Array | null, lock: ItemLock): void {
+    const t = this.trans.transSeq;
+    if (this.cluster.sim.traceEnabled) {
+      this.cluster.note(`${this.name} rid ${this.rid.toString(16)} write ${formatKey(k)} = ${hexOf(v)?.slice(0, 16) ?? 'absent'} ` +
+        `trans ${t} lock write seq ${lock.writeSeq}`);
+    }
+    this.cluster.shared.write(k, v, this, t);
+  }
+
+  private checkRead(k: Key, got: Uint8Array | null, how: string): void {
+    this.cluster.checkSharedRead(k, got, this, `${this.name} rid ${this.rid.toString(16)} (${how})`);
+  }
+
+  /** Under a WRITE lock: read the counter at k (checked), write it + 1. */
+  async increment(k: Key): Promise<void> {
+    const h = await this.locks.lock('WRITE', lockRangeOf(k));
+    try {
+      await this.incrementLocked(k, h.item);
+    } finally {
+      this.locks.unlock(h);
+    }
+  }
+
+  private async incrementLocked(k: Key, lock: ItemLock): Promise<void> {
+    const cur = await this.items.lookup(k, lock);
+    if (this.dead) return;
+    this.checkRead(k, cur, 'write');
+    this.cluster.counters.itemReads++;
+    const next = this.value(this.counterOf(cur) + 1n);
+    const th = await this.trans.hold();
+    try {
+      if (cur === null) await this.items.create(k, next, lock);
+      else await this.items.update(k, next, lock);
+      this.recordWrite(k, next, lock);
+      this.kernelSet(k, next);
+    } finally {
+      this.trans.release(th);
+    }
+  }
+
+  /** Under WRITE locks on both keys' groups, taken in key order: increment both (a rename-like operation). */
+  async incrementTwo(a: Key, b: Key): Promise<void> {
+    const hs = await this.locks.lockMany('WRITE', [lockRangeOf(a), lockRangeOf(b)]);
+    try {
+      const lockOf = (k: Key): ItemLock => hs.find((h) => formatKey(h.start) === formatKey(lockRangeOf(k).start))!.item;
+      await this.incrementLocked(a, lockOf(a));
+      if (formatKey(a) !== formatKey(b) && !this.dead) await this.incrementLocked(b, lockOf(b));
+    } finally {
+      for (const h of hs) this.locks.unlock(h);
+    }
+  }
+
+  /** Under a WRITE lock: delete k if it exists (the read checked). */
+  async remove(k: Key): Promise<void> {
+    const h = await this.locks.lock('WRITE', lockRangeOf(k));
+    try {
+      const cur = await this.items.lookup(k, h.item);
+      if (this.dead) return;
+      this.checkRead(k, cur, 'delete');
+      this.cluster.counters.itemReads++;
+      if (cur === null) return;
+      const th = await this.trans.hold();
+      try {
+        await this.items.delete(k, h.item);
+        this.recordWrite(k, null, h.item);
+        this.kernelSet(k, null);
+      } finally {
+        this.trans.release(th);
+      }
+    } finally {
+      this.locks.unlock(h);
+    }
+  }
+
+  /**
+   * Read k: from the kernel cache model when it has the key (no lock, no
+   * daemon: as the kernel serves cached attributes), else under a READ
+   * lock through the item cache, filling the kernel cache.  Checked.
+   */
+  async read(k: Key): Promise<void> {
+    const cached = k.zone === ZONE.FS ? this.kernel.get(formatKey(k)) : undefined;
+    if (cached !== undefined) {
+      this.cluster.counters.kernelCacheReads++;
+      this.checkRead(k, cached.val === null ? null : Buffer.from(cached.val, 'hex'), 'kernel cache');
+      return;
+    }
+    const h = await this.locks.lock('READ', lockRangeOf(k));
+    try {
+      const cur = await this.items.lookup(k, h.item);
+      if (this.dead) return;
+      this.cluster.counters.itemReads++;
+      this.checkRead(k, cur, 'read');
+      this.kernelSet(k, cur);
+    } finally {
+      this.locks.unlock(h);
+    }
+  }
+
+  /** Under a WRITE_ONLY index lock: force-create (or force-delete) an index item only this mount writes. */
+  async indexWrite(k: Key, del: boolean): Promise<void> {
+    const h = await this.locks.lock('WRITE_ONLY', lockRangeOf(k));
+    try {
+      const th = await this.trans.hold();
+      try {
+        const v = del ? null : this.value(BigInt(this.cluster.shared.stats.writes));
+        if (v === null) await this.items.deleteForce(k, h.item);
+        else await this.items.createForce(k, v, h.item);
+        this.recordWrite(k, v, h.item);
+      } finally {
+        this.trans.release(th);
+      }
+    } finally {
+      this.locks.unlock(h);
+    }
+  }
+
+  /** The shared index key this mount writes for n (unique to the mount). */
+  indexKeyOf(major: bigint, n: number): Key {
+    return indexKey(INDEX_TYPE.META_SEQ, major, (this.rid << 16n) | BigInt(n));
+  }
+
+  /** Drop idle locks (NULL requests). */
+  purgeLocks(): number {
+    return this.locks.purgeIdle();
   }
 
   get clock(): Clock {
@@ -469,8 +668,18 @@ export class Cluster {
   onClientCrash: ((c: ClientNode) => void) | null = null;
   readonly counters: ClusterCounters = {
     serverStarts: 0, serverStartRetries: 0, serverCrashes: 0, crashesAfterCommit: 0, crashesAfterGet: 0, crashesInFlush: 0, volumeFailures: 0,
-    clientCrashes: 0, fences: 0, reclaims: 0, mountRetries: 0, lastSeqChecks: 0,
+    clientCrashes: 0, fences: 0, reclaims: 0, mountRetries: 0, lastSeqChecks: 0, oracleChecks: 0, kernelCacheReads: 0,
+    itemReads: 0, kernelCacheDropped: 0, lockRecoveryFences: 0, sharedReadErrors: 0,
   };
+  /** The shared keys' versions (sharedmodel.ts). */
+  readonly shared = new SharedModel();
+  /**
+   * mounted_clients, modelled: a rid is added when it greets with term 0
+   * (before the greeting is answered, as the server commits the item
+   * first) and removed when it is reclaimed.  It survives server crashes
+   * like the item does; each new server recovers the locks of every rid in it.
+   */
+  readonly mountedClients = new Set<bigint>();
   /** Every server incarnation, in start order (counters: ltCounters(), handlerCounters()). */
   readonly servers: ServerNode[] = [];
   readonly clients: ClientNode[] = [];
@@ -482,7 +691,7 @@ export class Cluster {
   /** Rids fenced and reclaimed. */
   readonly reclaimed = new Set<bigint>();
   /** What verify() saw: crashed mounts, and those whose durable prefix lost operations. */
-  readonly verifyStats = { liveMounts: 0, crashedMounts: 0, crashedLostOps: 0, crashedKeptUnsynced: 0, keys: 0, srchEntries: 0 };
+  readonly verifyStats = { liveMounts: 0, crashedMounts: 0, crashedLostOps: 0, crashedKeptUnsynced: 0, keys: 0, srchEntries: 0, sharedKeys: 0 };
 
   private term = 0n;
   private nextRid = 0x100n;
@@ -567,17 +776,25 @@ export class Cluster {
       hooks: {
         greeting: (g) => {
           greeted.add(g.rid);
+          if (g.clientTerm === 0n && !this.reclaimed.has(g.rid)) this.mountedClients.add(g.rid);
+        },
+        clientUp: (rid) => {
+          if (!node.dead) node.locks.clientUp(rid);
         },
         reconnectTimeout: (rid) => {
           if (!node.dead) void this.fence(rid, 'reconnect-wait expired');
         },
       },
     });
+    const locks = new LockServer({
+      net, seqs: lockSeqsOf(commitq, seq), log: this.sim.logger(`locks${term}`), brokenGrants: this.opts.brokenLocks ?? 0,
+    }).register();
+    locks.beginRecovery(this.mountedClients);
     const service = this.wrapService(() => node, lts);
     // The simulator fault site reads the cluster's current rate.
     const handlers = new TransHandlers(service, { simFaults: this.simFaultSite() });
     node = {
-      term, ep, disk, vol, commitq, seq, lts, handlers, net, greeted, gotLts: new Map(), dead: false,
+      term, ep, disk, vol, commitq, seq, lts, handlers, net, locks, greeted, gotLts: new Map(), dead: false,
     };
     handlers.register(net);
     this.server = node;
@@ -608,10 +825,15 @@ export class Cluster {
       const lt = decodeLogTrees(it.val);
       if ((lt.flags & LOG_TREES_FLAG_FINALIZED) === 0n) open.push(lt.rid);
     });
-    if (open.length === 0) return;
+    if (open.length === 0 && !node.locks.recovering) return;
     node.ep.clock.setTimer(this.opts.recoveryWaitMs ?? 3000, () => {
       if (node.dead || this.server !== node) return;
-      for (const rid of open) if (!node.greeted.has(rid)) void this.fence(rid, 'did not recover');
+      const late = new Set(open.filter((rid) => !node.greeted.has(rid)));
+      for (const rid of node.locks.pendingRecovery()) {
+        this.counters.lockRecoveryFences++;
+        late.add(rid);
+      }
+      for (const rid of late) void this.fence(rid, 'did not recover');
     });
   }
 
@@ -647,6 +869,9 @@ export class Cluster {
       getLogTrees: async (rid) => {
         let lt: LogTrees;
         try {
+          // The seq counter must be past every recovered lock write seq
+          // before a transaction seq is handed out (PROTOCOL.md 13.26).
+          await nodeOf().locks.whenRecovered();
           lt = await lts.getLogTrees(rid);
         } catch (e) {
           return failed(e);
@@ -677,6 +902,7 @@ export class Cluster {
     this.note(`crash server term ${s.term}: ${why}`);
     s.dead = true;
     this.counters.serverCrashes++;
+    s.locks.shutdown();
     this.sim.crash('server');
     s.disk.kill();
     s.commitq.destroy();
@@ -710,6 +936,47 @@ export class Cluster {
     return sum as unknown as LogTreesCounters;
   }
 
+  /** Lock server counters summed over every server incarnation. */
+  lockServerCounters(): LockServerCounters {
+    const sum = {} as Record<string, number>;
+    for (const s of this.servers) {
+      for (const [k, v] of Object.entries(s.locks.counters)) sum[k] = (sum[k] ?? 0) + v;
+    }
+    return sum as unknown as LockServerCounters;
+  }
+
+  /** Lock client counters summed over every mount incarnation. */
+  lockClientCounters(): LockClientCounters {
+    const sum = {} as Record<string, number>;
+    for (const c of this.clients) {
+      for (const [k, v] of Object.entries(c.locks.counters)) sum[k] = (sum[k] ?? 0) + v;
+    }
+    return sum as unknown as LockClientCounters;
+  }
+
+  /* ---- the lock oracle and shared reads (sharedmodel.ts) ------------------------------------- */
+
+  /** At every grant: no other live mount holds an incompatible mode of that lock. */
+  private oracle(c: ClientNode, ev: LockEvent): void {
+    if (ev.type !== 'grant' || c.dead) return;
+    this.counters.oracleChecks++;
+    for (const d of this.clients) {
+      if (d === c || d.dead) continue;
+      const held = d.locks.modeOf(ev.key);
+      if (!compatibleHolders(ev.mode, held)) {
+        this.errors.push(`lock oracle: ${c.name} rid ${c.rid.toString(16)} was granted ${ev.mode} on ${formatKey(ev.key)} ` +
+          `while ${d.name} rid ${d.rid.toString(16)} holds ${held}`);
+      }
+    }
+  }
+
+  /** A shared key read by a mount: the latest version, or one a crash may have lost. */
+  checkSharedRead(k: Key, got: Uint8Array | null, reader: ClientNode, who: string): void {
+    if (this.sim.traceEnabled) this.note(`${who} read ${formatKey(k)} = ${hexOf(got)?.slice(0, 16) ?? 'absent'}`);
+    const err = this.shared.read(k, got, reader, who);
+    if (err !== null) this.errors.push(`stale read: ${err}`);
+  }
+
   /** Handler counters summed over every server incarnation. */
   handlerCounters(): TransHandlers['counters'] {
     const sum = {} as Record<string, number>;
@@ -729,6 +996,9 @@ export class Cluster {
     this.note(`fence rid ${rid.toString(16)}: ${why}`);
     const c = this.clients.find((x) => x.rid === rid);
     if (c !== undefined && !c.dead) this.crashClient(c, `fenced: ${why}`);
+    // reclaim_rid (PROTOCOL.md 1.4): the lock server forgets the rid first,
+    // then its lt is reclaimed, and its mounted_clients item goes last.
+    node.locks.forget(rid);
     try {
       await node.lts.reclaimRid(rid);
     } catch (e) {
@@ -736,8 +1006,10 @@ export class Cluster {
       if (!node.dead && node.vol.failure === null) this.errors.push(`reclaim of rid ${rid.toString(16)} failed: ${errText(e)}`);
       return;
     }
+    if (node.dead) return;
     this.counters.reclaims++;
     this.reclaimed.add(rid);
+    this.mountedClients.delete(rid);
   }
 
   /* ---- mounts ------------------------------------------------------------------------------- */
@@ -795,7 +1067,35 @@ export class Cluster {
       },
     });
     holder.trans = trans;
-    const c = new ClientNode(this, name, ep, rid, index, disk, cache, images, items, trans, net, ts, logs, trace);
+    const kernel: KernelCacheModel = new Map();
+    const nodeRef: { c: ClientNode | null } = { c: null };
+    const locks = new LockClient({
+      net, trans, items,
+      kernel: {
+        invalidate: (inv: KernelInvalidation) => {
+          if (inv.inodes === null) return;
+          for (const [id, e] of kernel) {
+            if (e.ino >= inv.inodes.first && e.ino <= inv.inodes.last) {
+              kernel.delete(id);
+              this.counters.kernelCacheDropped++;
+            }
+          }
+        },
+      },
+      log: (l) => {
+        logs.push(`locks: ${l}`);
+        this.sim.note(`${name} ${l}`);
+      },
+      observe: (ev) => {
+        if (this.sim.traceEnabled) {
+          this.note(`${name} rid ${rid.toString(16)} lock ${ev.type} ${formatKey(ev.key)} ${ev.old} -> ${ev.mode}` +
+            `${ev.type === 'grant' ? ` write seq ${ev.writeSeq}` : ''}`);
+        }
+        if (nodeRef.c !== null) this.oracle(nodeRef.c, ev);
+      },
+    }).register();
+    const c = new ClientNode(this, name, ep, rid, index, disk, cache, images, items, trans, net, ts, logs, trace, locks, kernel);
+    nodeRef.c = c;
     this.clients.push(c);
     if (opts.start ?? true) net.start();
     this.note(`mount ${name} rid ${rid.toString(16)}`);
@@ -807,6 +1107,7 @@ export class Cluster {
     if (c.dead) return;
     this.note(`crash ${c.name} rid ${c.rid.toString(16)}: ${why}`);
     c.dead = true;
+    c.crashSeq = c.trans.transSeq;
     this.counters.clientCrashes++;
     if (this.sim.endpoint(c.name).up) this.sim.crash(c.name);
     c.disk.kill();
@@ -941,6 +1242,13 @@ export class Cluster {
           problems.push(`${c.name} rid ${c.rid.toString(16)} (${c.dead ? 'crashed' : 'live'}, ${c.model.ops.length} ops, synced ${c.model.synced}): ` +
             `durable state matches no allowed prefix [${lo}, ${c.model.ops.length}]: ${why.join('; ')}`);
         }
+      }
+      // Shared keys: the durable value is the latest version, or one a crash may have lost.
+      for (const k of this.shared.keys()) {
+        const it = await reader.lookup(k);
+        const err = this.shared.read(k, it === null ? null : it.val, null, 'the durable state');
+        if (err !== null) problems.push(`shared key lost or stale: ${err}`);
+        this.verifyStats.sharedKeys++;
       }
       this.verifyStats.srchEntries += srchCount.size;
       // No srch entry of any mount appears twice (a second rotation of one file).

@@ -29,7 +29,7 @@ function someLt(rid: bigint, g: bigint): LogTrees {
 }
 
 function req(cmd: NetCmd, rid: bigint, data: Uint8Array, delivery: 'first' | 'maybe-resent' = 'first'): IncomingRequest {
-  return { cmd, id: 1n, seq: 1n, data, rid, peer: 'test', delivery };
+  return { cmd, id: 1n, seq: 1n, data, rid, peer: 'test', delivery, defer: () => assert.fail('the transaction handlers never defer') };
 }
 
 test('handlers: payload checks, the connection\'s rid, errors, the one-shot GET trigger', async () => {
@@ -50,7 +50,11 @@ test('handlers: payload checks, the connection\'s rid, errors, the one-shot GET 
     },
   };
   const h = registerTransHandlers({ register: (cmd, fn) => handlers.set(cmd, fn) }, service);
-  const call = async (r: IncomingRequest): Promise<Uint8Array> => handlers.get(r.cmd)!(r);
+  const call = async (r: IncomingRequest): Promise<Uint8Array> => {
+    const out = await handlers.get(r.cmd)!(r);
+    assert.ok(out instanceof Uint8Array, 'answered at once');
+    return out;
+  };
 
   await assert.rejects(call(req(NET_CMD.GET_LOG_TREES, 5n, new Uint8Array(1))), isFs('EINVAL'));
   await assert.rejects(call(req(NET_CMD.COMMIT_LOG_TREES, 5n, new Uint8Array(471))), isFs('EINVAL'));

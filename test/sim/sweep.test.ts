@@ -21,7 +21,17 @@
  * lt, COMMITs re-sent by the commit worker after a failed GET, writers
  * blocked on it, srch rotations, fences and reclaims.
  *
- * 500 seeds by default; SCOUTFS_SWEEP_SEEDS=N runs N.  A failing seed
+ * And the cluster locks (the shared-key lock workers of sweep.ts): the
+ * lock oracle never sees two mounts holding incompatible modes of a lock,
+ * every read of a shared key (through the item cache under a lock, or
+ * from a mount's model kernel cache) returns the latest write or one a
+ * crash may have lost, the durable state of every shared key is one of
+ * those too, and counters prove invalidations committed and dropped
+ * caches, new servers recovered locks, silent rids were fenced and
+ * forgotten, idle locks were dropped.
+ *
+ * 300 seeds by default (about a minute on two cores); SCOUTFS_SWEEP_SEEDS=N
+ * runs N (the issue asks for 1,000 or more before a release).  A failing seed
  * prints itself and the command that replays it alone:
  *   SCOUTFS_SEED=N node --test dist/test/sim/sweep.test.js
  * and `node dist/test/sim/replay.js N` prints its whole event trace.
@@ -31,7 +41,7 @@ import assert from 'node:assert/strict';
 import { sweepSeeds, withSeed } from '../../src/net/sim.js';
 import { runSweepSeed, type SweepResult } from './sweep.js';
 
-const DEFAULT_SEEDS = 500;
+const DEFAULT_SEEDS = 300;
 
 function seedCount(): number {
   const v = process.env.SCOUTFS_SWEEP_SEEDS;
@@ -62,6 +72,9 @@ test('random sweep: faults and crashes, fsck clean, synced items present, livene
     add('trans.', r.trans);
     add('verify.', r.verify);
     add('disk.', r.disk);
+    add('lockServer.', r.lockServer);
+    add('lockClient.', r.lockClient);
+    add('shared.', r.shared);
     add('', { ops: r.ops, mounts: r.mounts, events: r.events });
   }
   const secs = (performance.now() - t0) / 1000;
@@ -83,6 +96,21 @@ test('random sweep: faults and crashes, fsck clean, synced items present, livene
   ran('a crash that landed unflushed writes (disk.writesLanded)', sum['disk.writesLanded']);
   ran('a crash that tore an unflushed write (disk.writesTorn)', sum['disk.writesTorn']);
   ran('a transiently corrupt read (disk.readsCorrupted)', sum['disk.readsCorrupted']);
+  // Cluster locks.
+  ran('grants checked by the lock oracle (oracleChecks)', sum.oracleChecks);
+  ran('an invalidation that committed the transaction its lock dirtied (invalidationSyncs)', sum['lockClient.invalidationSyncs']);
+  ran('an invalidation that dropped item cache pages (itemPagesInvalidated)', sum['lockClient.itemPagesInvalidated']);
+  ran('kernel cache entries dropped by invalidations (kernelCacheDropped)', sum.kernelCacheDropped);
+  ran('a read served by the kernel cache model (kernelCacheReads)', sum.kernelCacheReads);
+  ran('a WRITE -> READ downgrade or READ sharing (grants > writeGrants)', (sum['lockServer.grants'] ?? 0) - (sum['lockServer.writeGrants'] ?? 0));
+  ran('locks recovered by a new server (recoveredLocks)', sum['lockServer.recoveredLocks']);
+  ran('a rid fenced for not recovering its locks (lockRecoveryFences)', sum.lockRecoveryFences);
+  ran('a rid forgotten by the lock server (forgets)', sum['lockServer.forgets']);
+  ran('idle locks dropped with NULL requests (nullGrants)', sum['lockServer.nullGrants']);
+  ran('an invalidation from a server we had left, skipped (invalidationsStale)', sum['lockClient.invalidationsStale']);
+  ran('a crashed writer\'s version lost and settled by a read (settledLost)', sum['shared.settledLost']);
+  assert.equal(sum['lockServer.brokenGrants'] ?? 0, 0, 'the correct lock server never takes the broken path');
+  assert.equal(sum['lockClient.grantConsistencyErrors'] ?? 0, 0, 'no grant found dirty items in a range it could not write');
   assert.equal(sum['lt.brokenResentCommitsProcessed'] ?? 0, 0, 'the correct server never takes the broken path');
 });
 

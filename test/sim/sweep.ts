@@ -24,7 +24,11 @@
  *     operations with gaps: set (createForce of a random value), delete
  *     (deleteForce), srch (a .srch. entry, rotated into srch_root by the
  *     COMMIT that carries it), GET_LAST_SEQ (checked), sync.  Keys come
- *     from a small set per worker, so values are overwritten and deleted.
+ *     from a small set per worker, so values are overwritten and deleted;
+ *   - per mount: one or two lock workers on keys every mount shares (two
+ *     inode groups, two index groups: see lockWorker), under real cluster
+ *     locks, every read checked against the shared model and every grant
+ *     against the lock oracle (sharedmodel.ts).
  *
  * Then the window closes: the network goes quiet, partitions heal, rates
  * go to zero, a downed server restarts.  Liveness: every live mount must
@@ -33,10 +37,11 @@
  * crashed mount is fenced and reclaimed, stops every node and runs the
  * checker (cluster.ts verify: fsck clean, log trees invariants, crashed
  * mounts reclaimed, every mount's items and srch entries equal to its
- * model after an allowed prefix).
+ * model after an allowed prefix, every shared key's durable value allowed
+ * by the shared model).
  *
  * Runs are small on purpose (up to three mounts, tens of operations, a 5 s
- * window) so that 500 seeds take about a minute on two cores; breadth
+ * window) so that 300 seeds take about a minute on two cores; breadth
  * comes from the number of seeds.
  */
 import { BTREE_MAX_VAL_LEN } from '../../src/format/constants.js';
@@ -44,6 +49,12 @@ import type { LinkFaults } from '../../src/net/sim.js';
 import { SeededRandom } from '../../src/runtime/random.js';
 import { Cluster, errText, sleep, type ClientNode, type ClusterCounters } from './cluster.js';
 import type { LogTreesCounters } from '../../src/server/logtrees.js';
+import type { LockServerCounters } from '../../src/server/lock.js';
+import type { LockClientCounters } from '../../src/lock/client.js';
+import { FS_TYPE, ZONE } from '../../src/format/items.js';
+import { key, type Key } from '../../src/format/key.js';
+import type { SharedModel } from './sharedmodel.js';
+import { CorruptionError } from '../../src/format/errors.js';
 import type { TransCounters } from '../../src/trans/trans.js';
 
 export const WINDOW_MS = 5000;
@@ -53,6 +64,10 @@ const RECOVERY_WAIT_MS = 3000;
 
 export interface SweepOptions {
   broken?: boolean;
+  /** TEST OF THE TEST: each server's first n conflicting lock grants skip invalidation. */
+  brokenLocks?: number;
+  /** Run the shared-key lock workers (default true). */
+  locks?: boolean;
   /** Multiplies every mount's operation count (default 1; experiments and soak runs). */
   scale?: number;
   /** Many keys and values up to the maximum item size, to grow the log btrees (experiments). */
@@ -67,6 +82,9 @@ export interface SweepResult {
   errors: string[];
   cluster: ClusterCounters;
   lt: LogTreesCounters;
+  lockServer: LockServerCounters;
+  lockClient: LockClientCounters;
+  shared: SharedModel['stats'];
   trans: Pick<TransCounters, 'commitRpcs' | 'commitResends' | 'commitFailures' | 'getFailures' | 'holdsBlocked' | 'commitsOk' | 'recoveries'>;
   verify: Cluster['verifyStats'];
   disk: ReturnType<Cluster['diskCrashCounters']>;
@@ -95,6 +113,7 @@ function drawLink(r: SeededRandom): LinkFaults {
  */
 async function workload(
   c: ClientNode, r: SeededRandom, workers: number, opsPerWorker: number, nKeys: number, maxVal = 48,
+  lockWorkers = 0, lockOps = 0,
 ): Promise<void> {
   await c.mount();
   const worker = async (j: number, wr: SeededRandom): Promise<void> => {
@@ -120,10 +139,84 @@ async function workload(
       }
     }
   };
-  await Promise.all(Array.from({ length: workers }, (_, j) => worker(j, r.fork(`worker ${j}`))));
+  await Promise.all([
+    ...Array.from({ length: workers }, (_, j) => worker(j, r.fork(`worker ${j}`))),
+    ...Array.from({ length: lockWorkers }, (_, j) => lockWorker(c, j, r.fork(`lock worker ${j}`), lockOps)),
+  ]);
   if (c.dead) return;
   await c.sync();
   c.done = true;
+}
+
+/** The inode groups every mount shares (two cluster locks), far from the private key spaces. */
+export const SHARED_INO = [1n << 24n, (1n << 24n) + 1024n] as const;
+/** The index majors every mount writes WRITE_ONLY (two index locks). */
+const SHARED_MAJORS = [5n, 1024n + 5n] as const;
+const SHARED_INODES = 4;
+
+/**
+ * A mount's lock worker j on the shared keys (sharedmodel.ts): increments
+ * under WRITE (read checked, then written), deletes, reads through the
+ * model kernel cache or a READ lock, increments of two keys in two groups
+ * under two WRITE locks taken in key order, WRITE_ONLY index writes and
+ * deletes of its own index keys, READ lock reads of other mounts' index
+ * keys, NULL requests for idle locks, syncs.  Worker j only touches slot j
+ * of the shared inodes, so two workers of one mount never race on a key
+ * (they still share the locks); every mount's worker j shares slot j.
+ */
+async function lockWorker(c: ClientNode, j: number, r: SeededRandom, nOps: number): Promise<void> {
+  const inodeKey = (): Key => key(ZONE.FS, SHARED_INO[r.int(2)]! + BigInt(r.int(SHARED_INODES)), FS_TYPE.SYMLINK, BigInt(j));
+  const mine: Key[] = [];
+  let n = 0;
+  for (let i = 0; i < nOps; i++) {
+    if (c.dead) return;
+    const gap = r.int(3) === 0 ? 0 : r.int(120);
+    if (gap > 0) await sleep(c.clock, gap);
+    if (c.dead) return;
+    try {
+      await lockOp(c, j, r, inodeKey, mine, () => n++);
+    } catch (e) {
+      // A crashed mount's operations die with it (its disk throws).  A read
+      // that met a corrupt block twice (transient read corruption, a third
+      // of the seeds) is the user's EIO: what the operation did before is
+      // recorded, and the workload goes on.
+      if (c.dead) return;
+      if (!(e instanceof CorruptionError)) throw e;
+      c.cluster.counters.sharedReadErrors++;
+    }
+  }
+}
+
+async function lockOp(c: ClientNode, j: number, r: SeededRandom, inodeKey: () => Key, mine: Key[], nextN: () => number): Promise<void> {
+  {
+    const x = r.int(100);
+    if (x < 30) {
+      await c.increment(inodeKey());
+    } else if (x < 55) {
+      await c.read(inodeKey());
+    } else if (x < 60) {
+      await c.remove(inodeKey());
+    } else if (x < 70) {
+      const a = key(ZONE.FS, SHARED_INO[0] + BigInt(r.int(SHARED_INODES)), FS_TYPE.SYMLINK, BigInt(j));
+      const b = key(ZONE.FS, SHARED_INO[1] + BigInt(r.int(SHARED_INODES)), FS_TYPE.SYMLINK, BigInt(j));
+      await (r.int(2) === 0 ? c.incrementTwo(a, b) : c.incrementTwo(b, a));
+    } else if (x < 80) {
+      if (mine.length > 0 && r.int(4) === 0) {
+        await c.indexWrite(mine[r.int(mine.length)]!, true);
+      } else {
+        const k = c.indexKeyOf(SHARED_MAJORS[r.int(2)]!, nextN() * 4 + j);
+        mine.push(k);
+        await c.indexWrite(k, false);
+      }
+    } else if (x < 90) {
+      const others = c.cluster.shared.keys().filter((k) => k.zone === ZONE.INODE_INDEX && k.third >> 16n !== c.rid);
+      if (others.length > 0) await c.read(others[r.int(others.length)]!);
+    } else if (x < 95) {
+      c.purgeLocks();
+    } else {
+      await c.sync();
+    }
+  }
 }
 
 /**
@@ -153,7 +246,7 @@ export async function runSweepSeed(seed: bigint, opts: SweepOptions = {}): Promi
   const plan = new SeededRandom(seed).fork('test:plan');
   const link = drawLink(plan);
   const cluster = new Cluster({
-    seed, link, trace: opts.trace ?? false, broken: opts.broken,
+    seed, link, trace: opts.trace ?? false, broken: opts.broken, brokenLocks: opts.brokenLocks,
     srchRotateBlocks: 1n,
     reconnectWaitMs: RECONNECT_WAIT_MS, recoveryWaitMs: RECOVERY_WAIT_MS,
     crashLandProbability: plan.float(), tearProbability: plan.int(2) === 0 ? 0 : 0.5,
@@ -186,8 +279,10 @@ export async function runSweepSeed(seed: bigint, opts: SweepOptions = {}): Promi
       const c = cluster.mountClient(name);
       const r = plan.fork(`workload ${c.rid}`);
       const big = opts.bigItems === true;
+      const lockWorkers = opts.locks === false ? 0 : 1 + r.int(2);
+      const lockOps = Math.max(1, Math.round((8 + r.int(20)) * scale));
       run(`workload ${name} rid ${c.rid.toString(16)}`,
-        () => workload(c, r, 1 + r.int(2), nOps, big ? 50 + r.int(150) : 2 + r.int(5), big ? BTREE_MAX_VAL_LEN : 48));
+        () => workload(c, r, 1 + r.int(2), nOps, big ? 50 + r.int(150) : 2 + r.int(5), big ? BTREE_MAX_VAL_LEN : 48, lockWorkers, lockOps));
     };
     for (let i = 0; i < nClients; i++) start(`c${i + 1}`, 10 + plan.int(30));
 
@@ -259,6 +354,7 @@ export async function runSweepSeed(seed: bigint, opts: SweepOptions = {}): Promi
   for (const c of cluster.clients) for (const k of Object.keys(sumTrans) as (keyof typeof sumTrans)[]) sumTrans[k] += c.trans.counters[k];
   return {
     seed, errors, cluster: { ...cluster.counters }, lt: cluster.ltCounters(), trans: sumTrans, verify: { ...cluster.verifyStats },
+    lockServer: cluster.lockServerCounters(), lockClient: cluster.lockClientCounters(), shared: { ...cluster.shared.stats },
     disk: cluster.diskCrashCounters(),
     ops: cluster.clients.reduce((n, c) => n + c.model.ops.length, 0), mounts: cluster.clients.length,
     simMs: sim.clock.nowMs(), events: sim.events, trace: sim.trace,

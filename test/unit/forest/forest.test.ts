@@ -26,7 +26,7 @@ import { key, compareKeys, type Key } from '../../../src/format/key.js';
 import { setU16, setU32, getU32 } from '../../../src/format/layout.js';
 import { compareSrchEntries, SRCH_BLOCK, type SrchEntry } from '../../../src/format/srch.js';
 import { bloomSetBits, bloomCounters, resetBloomCounters } from '../../../src/forest/bloom.js';
-import { lockRangeOf, lockStartKey } from '../../../src/forest/lockkeys.js';
+import { lockRangeOf, lockStartKey } from '../../../src/format/lock.js';
 import { decodeSrchBlock, readSrchLogEntries, srchCounters, resetSrchCounters, srchDigit, srchHeightFor } from '../../../src/srch/file.js';
 import { makeEnv, lockFor, type Mount } from '../trans/env.js';
 

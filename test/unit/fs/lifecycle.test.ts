@@ -132,10 +132,43 @@ test('statfs counts inodes and blocks', async () => {
   assert.equal(st.blockSize, 4096);
   assert.equal(st.nameMax, 255);
   assert.equal(st.totalDataBlocks, (64n << 20n) / 4096n - 64n);
+  assert.equal(st.totalBlocks, st.totalDataBlocks);
   assert(st.freeDataBlocks > 0n && st.freeDataBlocks <= st.totalDataBlocks);
+  assert.equal(st.freeBlocks, st.freeDataBlocks);
   assert.equal(st.totalMetaBlocks, (1024n << 20n) / 65536n);
   assert(st.freeMetaBlocks > 0n && st.freeMetaBlocks < st.totalMetaBlocks);
+  // Inodes: the root only after mkfs.
+  assert.equal(st.totalInodes, U64_MAX);
+  assert.equal(st.freeInodes, U64_MAX - 1n);
+  // Blocks: 1 MiB written takes 256 data blocks.
+  const f = await m.fs.create(1n, b('f'), 0o644, CTX);
+  await m.fs.write(f.ino, 0n, new Uint8Array(1 << 20).fill(1));
+  await m.fs.sync();
+  assert.equal((await m.fs.statfs()).freeDataBlocks, st.freeDataBlocks - 256n);
   await m.close();
+  // The inodes are counted once the next mount merged the log trees into
+  // super.inode_count.
+  const m2 = await mountPair(p, 2n);
+  assert.equal((await m2.fs.statfs()).freeInodes, U64_MAX - 2n, 'the root and f');
+  await m2.close();
+});
+
+// PROTOCOL.md 7.4 (STATFS): inode count = super.inode_count + the
+// inode_count_delta of every lt, so inodes created since the last log
+// merge count as soon as their transaction commits.
+test('statfs counts the inodes of committed log trees, not only the merged ones', async () => {
+  const p = mkfsPair();
+  const m = await mountPair(p);
+  const fs = m.fs;
+  await fs.create(1n, b('f'), 0o644, CTX);
+  await fs.mkdir(1n, b('d'), 0o755, CTX);
+  await fs.symlink(1n, b('l'), b('f'), CTX);
+  await fs.sync();
+  try {
+    assert.equal((await fs.statfs()).freeInodes, U64_MAX - 4n, 'root, file, directory and symlink');
+  } finally {
+    await m.close();
+  }
 });
 
 test('the mount refuses swapped and foreign devices, and closes after a failed open', async () => {

@@ -253,6 +253,41 @@ export class MemFs implements Fs {
     n.opens--;
     this.maybeFree(n);
   }
+  async renameNoreplace(fromDir: bigint, fromName: Uint8Array, toDir: bigint, toName: Uint8Array): Promise<void> {
+    if (this.dir(toDir).has(key(toName))) throw new FsError('EEXIST');
+    return this.rename(fromDir, fromName, toDir, toName);
+  }
+  async tmpfile(dir: bigint, mode: number, ctx: Ctx): Promise<Attr> {
+    this.dir(dir);
+    const ino = this.nextIno++;
+    const n = this.newNode(ino, (mode & ~S_IFMT) | S_IFREG, ctx);
+    n.attr.nlink = 0;
+    n.opens = 1;
+    this.nodes.set(ino, n);
+    return { ...n.attr };
+  }
+  async parentOf(dir: bigint): Promise<bigint | null> {
+    if (dir === this.rootIno) return null;
+    for (const [ino, n] of this.nodes) if (n.entries !== null && [...n.entries.values()].some((e) => e.ino === dir)) return ino;
+    return null;
+  }
+  async fallocate(ino: bigint, off: bigint, len: bigint, mode: number): Promise<void> {
+    if ((mode & ~1) !== 0) throw new FsError('EOPNOTSUPP');
+    const n = this.node(ino);
+    const end = Number(off + len);
+    if (end > n.data.length) {
+      const d = new Uint8Array(end);
+      d.set(n.data);
+      n.data = d;
+    }
+    if ((mode & 1) === 0 && BigInt(end) > n.attr.size) n.attr.size = BigInt(end);
+  }
+  async seek(ino: bigint, off: bigint, whence: number): Promise<bigint> {
+    // No holes here: all data up to the size.
+    const n = this.node(ino);
+    if (off >= n.attr.size) throw new FsError('ENXIO');
+    return whence === 3 ? off : n.attr.size;
+  }
   async read(ino: bigint, off: bigint, len: number): Promise<Uint8Array> {
     this.check();
     const n = this.node(ino);

@@ -15,7 +15,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ItemCache, type ItemLock, type ItemReader } from '../../../src/item/cache.js';
-import { lockRangeOf } from '../../../src/forest/lockkeys.js';
+import { lockRangeOf } from '../../../src/format/lock.js';
 import type { ForestItem, ForestSegment } from '../../../src/forest/reader.js';
 import { compareKeys, keyDec, keyInc, key, type Key } from '../../../src/format/key.js';
 import { FsError } from '../../../src/format/errors.js';

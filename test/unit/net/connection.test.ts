@@ -25,7 +25,7 @@ import {
 } from '../../../src/format/net.js';
 import { key } from '../../../src/format/key.js';
 import { NetClient } from '../../../src/net/client.js';
-import type { Delivery, IncomingRequest, NetResult } from '../../../src/net/connection.js';
+import { DEFERRED, type DeferredReply, type Delivery, type IncomingRequest, type NetResult } from '../../../src/net/connection.js';
 import { NetServer } from '../../../src/net/server.js';
 import { InProcNetwork } from '../../../src/net/inproc.js';
 import { RealClock } from '../../../src/runtime/clock.js';
@@ -610,6 +610,76 @@ test('ordered handlers see messages in receive order, one at a time', async () =
   }
   await w.sim.runFor(200);
   assert.deepEqual(log, ['start 1', 'end 1', 'start 2', 'end 2', 'start 3', 'end 3']);
+  c.shutdown();
+  w.server.shutdown();
+});
+
+test('deferred responses: answered later through the reply, after a take-over too; twice is a bug', async () => {
+  const w = await simWorld();
+  const server = await w.startServer();
+  const replies: DeferredReply[] = [];
+  server.register(NET_CMD.ALLOC_INODES, (req) => {
+    replies.push(req.defer());
+    return DEFERRED;
+  });
+  await server.listen();
+  const c = w.client('c1');
+  c.start();
+  await w.sim.runUntil(() => c.connected, 1000);
+  const a = collect(c, NET_CMD.ALLOC_INODES, u64(1n));
+  const b = collect(c, NET_CMD.ALLOC_INODES, u64(2n));
+  await w.sim.runUntil(() => replies.length === 2, 1000);
+  await w.sim.runFor(50);
+  assert.equal(a.length + b.length, 0, 'nothing answered yet');
+  replies[1]!.fail(new FsError('ENOSPC'));
+  await w.sim.runFor(20);
+  assert.equal(b.length, 1);
+  assert.ok(!b[0]!.ok && b[0]!.error instanceof FsError && b[0]!.error.code === 'ENOSPC');
+  // The socket breaks; the client reconnects and its connection is taken
+  // over: the deferred answer still finds its way.
+  c.disconnect();
+  await w.sim.runUntil(() => w.serverStats.takeovers === 1 && c.connected, 2000);
+  assert.equal(replies[0]!.stale, false);
+  replies[0]!.send(encodeNetInodeAlloc({ ino: 9n, nr: 1n }));
+  await w.sim.runUntil(() => a.length === 1, 1000);
+  assert.ok(a[0]!.ok && decodeNetInodeAlloc(a[0]!.data).ino === 9n);
+  assert.throws(() => replies[0]!.send(EMPTY), /sent twice/);
+  c.shutdown();
+  await w.sim.runFor(20);
+  server.shutdown();
+  assert.equal(replies[0]!.stale, true, 'the connection is gone');
+});
+
+test('a sizeFatal handler: a request of the wrong size shuts the socket down, no answer, no call', async () => {
+  const w = await simWorld();
+  const server = await w.startServer();
+  let calls = 0;
+  server.register(NET_CMD.LOCK, (req) => {
+    calls++;
+    return req.data;
+  }, { sizeFatal: true });
+  await server.listen();
+  const p = await connectRaw(w, 'raw');
+  p.send(rawFrame({ cmd: 0, seq: 1n, id: 1n }, greetingPayload()));
+  p.send(rawFrame({ cmd: NET_CMD.LOCK, seq: 2n, id: 2n }, new Uint8Array(47)));
+  await w.sim.runUntil(() => p.closed, 1000);
+  assert.ok(p.closed, 'shut down');
+  assert.equal(p.frames.length, 1, 'only the greeting response');
+  assert.equal(calls, 0);
+  assert.equal(w.serverStats.badRequestSize, 1);
+  assert.equal(w.serverStats.corruption, 1);
+  server.shutdown();
+});
+
+test('disconnectRid shuts a client\'s socket; the client reconnects and is taken over', async () => {
+  const w = await echoWorld();
+  const c = w.client('c1');
+  c.start();
+  await w.sim.runUntil(() => c.connected, 1000);
+  assert.equal(w.server.disconnectRid(0xdeadn), false);
+  assert.equal(w.server.disconnectRid(c.rid), true);
+  await w.sim.runUntil(() => w.serverStats.takeovers === 1 && c.connected, 2000);
+  assert.equal(w.serverStats.takeovers, 1);
   c.shutdown();
   w.server.shutdown();
 });

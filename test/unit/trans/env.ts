@@ -13,7 +13,7 @@ import { FakeClock } from '../../../src/runtime/clock.js';
 import { BlockCache } from '../../../src/block/cache.js';
 import { CacheImages } from '../../../src/block/images.js';
 import { ForestReader } from '../../../src/forest/reader.js';
-import { lockRangeOf } from '../../../src/forest/lockkeys.js';
+import { lockRangeOf } from '../../../src/format/lock.js';
 import { ItemCache, type ItemLock, type LockMode } from '../../../src/item/cache.js';
 import { Trans, type LogLevel, type TransServer } from '../../../src/trans/trans.js';
 import type { Key } from '../../../src/format/key.js';

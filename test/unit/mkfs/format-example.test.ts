@@ -1,17 +1,13 @@
 /*
- * Goal: with fixed fsid, uuid and time our mkfs writes exactly the bytes
- * FORMAT.md s13 says scoutfs mkfs writes.  Two layers:
- *   1. field-by-field assertions of the document's worked examples (s7.8
- *      fs_root leaf, s13 allocator extents for 2 GiB meta / 8 GiB data);
- *   2. a golden dump of every written block (non-zero 16-byte lines) in
- *      test/golden/mkfs-2g-8g.txt, so any byte change is visible in review.
- *      Rewrite it with SCOUTFS_GOLDEN_REWRITE=1 after a deliberate change.
+ * Goal: with fixed fsid, uuid and time our mkfs writes the fields of
+ * FORMAT.md's worked examples (s7.8 fs_root leaf, s13 allocator extents
+ * for 2 GiB meta / 8 GiB data, the summary of s13), checked field by field
+ * so a failure names the field.  This pins our reading of the document;
+ * what pins our mkfs to the real scoutfs mkfs, byte for byte, is
+ * reference.test.ts (images made by the reference mkfs).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
 import { planMkfs, type MkfsPlan } from '../../../src/mkfs/mkfs.js';
 import { getU16, getU32, getU64 } from '../../../src/format/layout.js';
 import { blockCrc } from '../../../src/format/crc.js';
@@ -21,9 +17,8 @@ import { decodeInode } from '../../../src/format/items.js';
 import { formatKey } from '../../../src/format/key.js';
 
 const GIB = 1n << 30n;
-const golden = join(dirname(fileURLToPath(import.meta.url)), '../../../../test/golden/mkfs-2g-8g.txt');
 
-export const FIXED = {
+const FIXED = {
   fsid: 0x1234abcd5678ef90n,
   uuid: Uint8Array.from(Buffer.from('8c1d2e3f40514a6b9c7d8e9fa0b1c2d3', 'hex')),
   now: { sec: 1700000000n, nsec: 123456000 },
@@ -128,29 +123,7 @@ test('allocators, alloc list and super match FORMAT.md s13 for 2 GiB / 8 GiB', (
   }
 });
 
-function dump(p: MkfsPlan): string {
-  const out: string[] = [];
-  for (const w of p.writes) {
-    out.push(`== ${w.what} (${w.dev} byte ${w.off}, ${w.bytes.length} bytes)`);
-    for (let o = 0; o < w.bytes.length; o += 16) {
-      const line = w.bytes.subarray(o, o + 16);
-      if (line.every((x) => x === 0)) continue;
-      out.push(`${o.toString(16).padStart(5, '0')}: ${Buffer.from(line).toString('hex').replace(/(....)/g, '$1 ').trim()}`);
-    }
-  }
-  return out.join('\n') + '\n';
-}
-
-test('golden bytes of every block mkfs writes (test/golden/mkfs-2g-8g.txt)', () => {
-  const text = dump(plan());
-  if (process.env.SCOUTFS_GOLDEN_REWRITE === '1' || !existsSync(golden)) {
-    writeFileSync(golden, text);
-    if (process.env.CI) assert.fail('golden file was missing in CI');
-  }
-  assert.equal(text, readFileSync(golden, 'utf8'));
-});
-
-test('the summary prints as scoutfs mkfs prints it', () => {
+test('the summary and warnings print as FORMAT.md s13 describes for 2 GiB / 8 GiB', () => {
   assert.equal(plan().summary, [
     'Created scoutfs filesystem:',
     '  meta device path:     /dev/meta',
