@@ -56,6 +56,7 @@ import { mountKernel, type KernelMountOptions } from '../fuse/kernel.js';
 import { mountDevId } from '../fuse/dev.js';
 import type { Invalidator } from '../fuse/notify.js';
 import { DEFAULT_RUN_DIR, startControlServer, type ControlServer, type ControlRequest } from './control.js';
+import { stageFromFile } from './stagefile.js';
 
 /** How the mount talks to the kernel (see src/fuse/kernel.ts and adapter.ts). */
 export type Transport = 'kernel' | 'fuse-native';
@@ -530,6 +531,12 @@ export async function runDaemon(a: DaemonArgs): Promise<number> {
           const data = payload ?? new Uint8Array(0);
           await fs.stageData(await inoOf(req.path, 'stage'), u64(req.data_version, 'data_version'), u64(req.offset, 'offset'), data);
           return { staged: data.length };
+        }
+        case 'stage-file': {
+          if (typeof req.source !== 'string') throw new FsError('EINVAL', 'stage-file needs a source');
+          const staged = await stageFromFile(fs, await inoOf(req.path, 'stage'), u64(req.data_version, 'data_version'), u64(req.offset, 'offset'),
+            req.length === undefined ? null : u64(req.length, 'length'), req.source);
+          return { staged };
         }
         case 'setattr-more': {
           const ino = await inoOf(req.path, 'setattr');
