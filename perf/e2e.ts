@@ -178,11 +178,11 @@ async function runWorkloads(
       rel.push(a.releaseMs);
       ratio.push(a.stageMBps / a.writeMBps);
     }
-    const note = (v: number[]): string | undefined => (R > 1 ? `rounds ${fmt(v)}` : undefined);
+    const note = (v: number[], digits = 0): string | undefined => (R > 1 ? `rounds ${v.map((x) => x.toFixed(digits)).join(', ')}` : undefined);
     out.metrics.push(metric('archive.write', `seq write ${o.streamMiB} MiB + fsync (archive file)`, target, median(wr), 'MB/s', note(wr)));
     out.metrics.push(metric('archive.stage', `stage ${o.streamMiB} MiB + sync`, target, median(st), 'MB/s', note(st)));
     out.metrics.push({ ...metric('archive.release', `release ${o.streamMiB} MiB (CLI process included)`, target, median(rel), 'ms', note(rel)), higherIsBetter: false });
-    out.metrics.push(metric('archive.stage_vs_write', 'stage rate / write rate (same round)', target, median(ratio), 'x', note(ratio)));
+    out.metrics.push(metric('archive.stage_vs_write', 'stage rate / write rate (same round)', target, median(ratio), 'x', note(ratio, 2)));
     out.notes.push(`${target} archive (issue 13 aims)${rounds}: stage/write ${median(ratio).toFixed(2)}x (aim >= 0.80x), release of ${o.streamMiB} MiB ${median(rel).toFixed(0)} ms (aim < 1000 ms)`);
     say(`archive${rounds}: write ${median(wr).toFixed(0)} MB/s, stage ${median(st).toFixed(0)} MB/s (${median(ratio).toFixed(2)}x), release ${median(rel).toFixed(0)} ms`);
   }
